@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: every test of the suite, live cells included, under cargo-nextest.
+#
+#   bash harness/test.sh [extra nextest arguments]
+#
+# Sets up everything from scratch when needed (cmake, llama.cpp, the two reference models,
+# cargo-nextest), starts the reference server, runs the whole workspace's tests with
+# O3_REQUIRE_SERVER=1 (a live cell that cannot run fails), and stops the server on exit.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "[test] installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest
+fi
+
+bash harness/refserver.sh start
+trap 'bash harness/refserver.sh stop' EXIT
+eval "export $(bash harness/refserver.sh env)"
+export O3_MATRIX="${O3_MATRIX:-harness/reference.csv}"
+export O3_REQUIRE_SERVER=1
+export O3_REQUIRE_BACKEND=1
+# shellcheck disable=SC1091
+set -a; . "${O3_CACHE:-$HOME/.cache/o3-suite}/backend.env"; set +a
+export O3_RESULTS_DIR="${O3_RESULTS_DIR:-$ROOT/target/o3-results}"
+cargo nextest run --workspace --release --no-fail-fast "$@"
+echo "[test] reports: $O3_RESULTS_DIR/latest/comparative_analysis/" >&2

@@ -1,0 +1,376 @@
+//! Configuration: environment variables read once into a typed struct.
+//!
+//! Every variable is parsed strictly: a value that does not parse is an error naming the
+//! variable, the value and what is allowed. See the README for the full list.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default Ollama address when `OLLAMA_HOST` is unset.
+pub const DEFAULT_HOST: &str = "127.0.0.1:11434";
+
+/// Harness configuration (defaults in each field's doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Base URL of the server, from `OLLAMA_HOST` (with or without scheme).
+    /// Default `http://127.0.0.1:11434`.
+    pub base_url: String,
+    /// `O3_REQUIRE_SERVER=1`: a cell that cannot run fails instead of being ignored. Default off.
+    pub require_server: bool,
+    /// `O3_MATRIX`: the matrix table. Default `harness/matrix.csv` in the crate.
+    pub matrix_path: PathBuf,
+    /// `O3_RESULTS_DIR`: where run directories go. Default `target/o3-results` in the crate.
+    pub results_dir: PathBuf,
+    /// `O3_RUN_ID`: name of this run's directory. Default: nextest's run id, else a timestamp.
+    pub run_id: Option<String>,
+    /// `O3_CONNECT_TIMEOUT_S`: TCP connect timeout. Default 5 s.
+    pub connect_timeout: Duration,
+    /// `O3_FIRST_CHUNK_TIMEOUT_S`: request sent → first chunk; covers model load and prefill.
+    /// Default 600 s.
+    pub first_chunk_timeout: Duration,
+    /// `O3_CHUNK_GAP_TIMEOUT_S`: longest silence between two chunks of a stream. Default 60 s.
+    pub chunk_gap_timeout: Duration,
+    /// `O3_TRIAL_TIMEOUT_S`: the whole of one request. Default 1800 s.
+    pub trial_timeout: Duration,
+    /// `O3_UNLOAD_TIMEOUT_S`: how long to wait for a runner to go after an unload. Default 60 s.
+    pub unload_timeout: Duration,
+    /// `O3_MIN_TRIALS`: measured trials before the stopping rule may stop. Default 3.
+    pub min_trials: u32,
+    /// `O3_MAX_TRIALS`: measured trials at most. Default 10.
+    pub max_trials: u32,
+    /// `O3_RAM_LIMIT_PCT`: system RAM share at which a cell is stopped. Default 80.
+    pub ram_limit_pct: f64,
+    /// `O3_SAMPLE_HZ`: hardware sampling rate. Default 5 Hz (at least 5).
+    pub sample_hz: f64,
+    /// `O3_SEED`: sampling seed sent with every request. Default 42.
+    pub seed: u64,
+}
+
+/// A configuration error: which variable, what value, what is allowed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid {var}={value:?}: {allowed}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: String,
+    /// Its value.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
+}
+
+/// The crate's root directory (where `Cargo.toml` is).
+pub fn crate_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let root = crate_root();
+        Config {
+            base_url: normalize_host(DEFAULT_HOST).expect("default host is valid"),
+            require_server: false,
+            matrix_path: root.join("harness").join("matrix.csv"),
+            results_dir: std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("target"))
+                .join("o3-results"),
+            run_id: None,
+            connect_timeout: Duration::from_secs(5),
+            first_chunk_timeout: Duration::from_secs(600),
+            chunk_gap_timeout: Duration::from_secs(60),
+            trial_timeout: Duration::from_secs(1800),
+            unload_timeout: Duration::from_secs(60),
+            min_trials: 3,
+            max_trials: 10,
+            ram_limit_pct: 80.0,
+            sample_hz: 5.0,
+            seed: 42,
+        }
+    }
+}
+
+/// Turns an `OLLAMA_HOST` value into a base URL: adds `http://` when there is no scheme and
+/// the default port 11434 when there is none; `0.0.0.0` (a listen address) becomes 127.0.0.1.
+pub fn normalize_host(raw: &str) -> Result<String, ConfigError> {
+    let err = |why: &str| ConfigError {
+        var: "OLLAMA_HOST".into(),
+        value: raw.into(),
+        allowed: format!("{why}; expected host[:port] or http(s)://host[:port]"),
+    };
+    let s = raw.trim().trim_end_matches('/');
+    if s.is_empty() {
+        return Err(err("empty"));
+    }
+    let (scheme, rest) = match s.split_once("://") {
+        Some((sc, rest)) if sc == "http" || sc == "https" => (sc, rest),
+        Some((sc, _)) => return Err(err(&format!("unsupported scheme {sc:?}"))),
+        None => ("http", s),
+    };
+    if rest.contains('/') {
+        return Err(err("a path after the host is not supported"));
+    }
+    let (host, port) = if let Some(stripped) = rest.strip_prefix('[') {
+        // [v6]:port
+        let (h, after) = stripped
+            .split_once(']')
+            .ok_or_else(|| err("unclosed '['"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(err("junk after ']'")),
+        };
+        (format!("[{h}]"), port)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (rest.to_string(), None),
+        }
+    };
+    let host = if host.is_empty() || host == "0.0.0.0" {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    let port: u16 = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| err(&format!("port {p:?} is not a number 0-65535")))?,
+        None if raw.contains("://") && scheme == "https" => 443,
+        None if raw.contains("://") => 80,
+        None => 11434,
+    };
+    Ok(format!("{scheme}://{host}:{port}"))
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError {
+            var: var.into(),
+            value: value.into(),
+            allowed: "one of 1, 0, true, false, yes, no, on, off".into(),
+        }),
+    }
+}
+
+fn parse_positive(var: &str, value: &str) -> Result<f64, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(ConfigError {
+            var: var.into(),
+            value: value.into(),
+            allowed: "a positive number".into(),
+        }),
+    }
+}
+
+fn parse_count(var: &str, value: &str) -> Result<u32, ConfigError> {
+    match value.trim().parse::<u32>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(ConfigError {
+            var: var.into(),
+            value: value.into(),
+            allowed: "a whole number ≥ 1".into(),
+        }),
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the configuration through `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = get("OLLAMA_HOST").filter(|v| !v.trim().is_empty()) {
+            c.base_url = normalize_host(&v)?;
+        }
+        if let Some(v) = get("O3_REQUIRE_SERVER") {
+            c.require_server = parse_bool("O3_REQUIRE_SERVER", &v)?;
+        }
+        if let Some(v) = get("O3_MATRIX").filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(v);
+            c.matrix_path = if p.is_relative() {
+                crate_root().join(p)
+            } else {
+                p
+            };
+        }
+        if let Some(v) = get("O3_RESULTS_DIR").filter(|v| !v.is_empty()) {
+            c.results_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("O3_RUN_ID").filter(|v| !v.is_empty()) {
+            if v.contains('/') || v.starts_with('.') {
+                return Err(ConfigError {
+                    var: "O3_RUN_ID".into(),
+                    value: v,
+                    allowed: "a directory name without '/' that does not start with '.'".into(),
+                });
+            }
+            c.run_id = Some(v);
+        }
+        let secs = |var: &str, target: &mut Duration| -> Result<(), ConfigError> {
+            if let Some(v) = get(var) {
+                *target = Duration::from_secs_f64(parse_positive(var, &v)?);
+            }
+            Ok(())
+        };
+        secs("O3_CONNECT_TIMEOUT_S", &mut c.connect_timeout)?;
+        secs("O3_FIRST_CHUNK_TIMEOUT_S", &mut c.first_chunk_timeout)?;
+        secs("O3_CHUNK_GAP_TIMEOUT_S", &mut c.chunk_gap_timeout)?;
+        secs("O3_TRIAL_TIMEOUT_S", &mut c.trial_timeout)?;
+        secs("O3_UNLOAD_TIMEOUT_S", &mut c.unload_timeout)?;
+        if let Some(v) = get("O3_MIN_TRIALS") {
+            c.min_trials = parse_count("O3_MIN_TRIALS", &v)?;
+        }
+        if let Some(v) = get("O3_MAX_TRIALS") {
+            c.max_trials = parse_count("O3_MAX_TRIALS", &v)?;
+        }
+        if c.max_trials < c.min_trials {
+            return Err(ConfigError {
+                var: "O3_MAX_TRIALS".into(),
+                value: c.max_trials.to_string(),
+                allowed: format!("at least O3_MIN_TRIALS ({})", c.min_trials),
+            });
+        }
+        if let Some(v) = get("O3_RAM_LIMIT_PCT") {
+            let p = parse_positive("O3_RAM_LIMIT_PCT", &v)?;
+            if p > 100.0 {
+                return Err(ConfigError {
+                    var: "O3_RAM_LIMIT_PCT".into(),
+                    value: v,
+                    allowed: "a percentage in (0, 100]".into(),
+                });
+            }
+            c.ram_limit_pct = p;
+        }
+        if let Some(v) = get("O3_SAMPLE_HZ") {
+            let hz = parse_positive("O3_SAMPLE_HZ", &v)?;
+            if !(5.0..=100.0).contains(&hz) {
+                return Err(ConfigError {
+                    var: "O3_SAMPLE_HZ".into(),
+                    value: v,
+                    allowed: "a rate from 5 to 100 (Hz)".into(),
+                });
+            }
+            c.sample_hz = hz;
+        }
+        if let Some(v) = get("O3_SEED") {
+            c.seed = v.trim().parse().map_err(|_| ConfigError {
+                var: "O3_SEED".into(),
+                value: v.clone(),
+                allowed: "a whole number ≥ 0".into(),
+            })?;
+        }
+        Ok(c)
+    }
+
+    /// The `host:port` part of the base URL, for messages.
+    pub fn host_label(&self) -> &str {
+        self.base_url
+            .split_once("://")
+            .map(|(_, h)| h)
+            .unwrap_or(&self.base_url)
+    }
+
+    /// Variables that shaped this run, for the result metadata.
+    pub fn recorded_env() -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k == "OLLAMA_HOST" || k.starts_with("O3_") || k == "NEXTEST_RUN_ID")
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use std::collections::HashMap;
+
+    #[rstest]
+    #[case("127.0.0.1:11434", "http://127.0.0.1:11434")]
+    #[case("localhost", "http://localhost:11434")]
+    #[case("http://example.local:8080", "http://example.local:8080")]
+    #[case("http://example.local", "http://example.local:80")]
+    #[case("https://example.local", "https://example.local:443")]
+    #[case("0.0.0.0", "http://127.0.0.1:11434")]
+    #[case(":9999", "http://127.0.0.1:9999")]
+    #[case("[::1]:5000", "http://[::1]:5000")]
+    #[case("127.0.0.1:11434/", "http://127.0.0.1:11434")]
+    fn hosts(#[case] raw: &str, #[case] expected: &str) {
+        assert_eq!(normalize_host(raw).unwrap(), expected);
+    }
+
+    #[rstest]
+    #[case("ftp://x", "unsupported scheme")]
+    #[case("host:notaport", "is not a number")]
+    #[case("host:70000", "is not a number")]
+    #[case("", "empty")]
+    #[case("http://host/api", "path")]
+    fn bad_hosts(#[case] raw: &str, #[case] needle: &str) {
+        let e = normalize_host(raw).unwrap_err();
+        assert_eq!(e.var, "OLLAMA_HOST");
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.base_url, "http://127.0.0.1:11434");
+        assert!(!c.require_server);
+        assert_eq!((c.min_trials, c.max_trials), (3, 10));
+        assert_eq!(c.ram_limit_pct, 80.0);
+        assert!(c.matrix_path.ends_with("harness/matrix.csv"));
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = from(&[
+            ("OLLAMA_HOST", "10.1.2.3:1"),
+            ("O3_REQUIRE_SERVER", "1"),
+            ("O3_MIN_TRIALS", "2"),
+            ("O3_MAX_TRIALS", "4"),
+            ("O3_FIRST_CHUNK_TIMEOUT_S", "2.5"),
+            ("O3_MATRIX", "harness/reference.csv"),
+        ])
+        .unwrap();
+        assert_eq!(c.base_url, "http://10.1.2.3:1");
+        assert!(c.require_server);
+        assert_eq!((c.min_trials, c.max_trials), (2, 4));
+        assert_eq!(c.first_chunk_timeout, Duration::from_millis(2500));
+        assert!(c.matrix_path.is_absolute());
+        assert!(c.matrix_path.ends_with("harness/reference.csv"));
+    }
+
+    #[rstest]
+    #[case("O3_REQUIRE_SERVER", "maybe", "one of 1, 0")]
+    #[case("O3_MIN_TRIALS", "0", "≥ 1")]
+    #[case("O3_MAX_TRIALS", "2", "at least O3_MIN_TRIALS")]
+    #[case("O3_TRIAL_TIMEOUT_S", "-3", "positive")]
+    #[case("O3_RAM_LIMIT_PCT", "150", "(0, 100]")]
+    #[case("O3_SAMPLE_HZ", "1", "from 5 to 100")]
+    #[case("O3_RUN_ID", "../x", "without '/'")]
+    fn bad_values_name_the_variable(
+        #[case] var: &str,
+        #[case] value: &str,
+        #[case] allowed: &str,
+    ) {
+        let e = from(&[(var, value)]).unwrap_err();
+        assert_eq!(e.var, var);
+        assert!(e.to_string().contains(allowed), "{e}");
+        assert!(e.to_string().contains(value), "{e}");
+    }
+}

@@ -1,0 +1,27 @@
+//! o3-suite: a context-scaling test harness for local LLM servers.
+//!
+//! `cargo test --test context_scaling` turns a matrix table (models × context sizes, with gates)
+//! into one test per cell. Each cell loads its model on a live Ollama server with the cell's exact
+//! options, measures it with statistical care, watches the hardware while it runs, scores its
+//! stability, judges it against its gates and leaves a result file behind; reports are rebuilt
+//! from the result files after every cell.
+//!
+//! Module map: [`matrix`] (the table), [`config`] (environment), [`backend`] (Ollama's native
+//! API), [`workload`] (prompts), [`measure`] (one trial), [`monitor`] (hardware sampler),
+//! [`stats`], [`stability`], [`gates`], [`results`] (files on disk), [`report`], [`runner`]
+//! (one cell end to end).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod config;
+pub mod gates;
+pub mod matrix;
+pub mod measure;
+pub mod monitor;
+pub mod report;
+pub mod results;
+pub mod runner;
+pub mod stability;
+pub mod stats;
+pub mod workload;

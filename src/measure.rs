@@ -1,0 +1,302 @@
+//! One trial: metrics from the timestamped stream, and whether the numbers can be trusted.
+//!
+//! Definitions (METRICS.md): `ttft` = request start → first chunk with non-empty answer
+//! content; `ttft_any` = first chunk with any content (thinking included); `decode_tps` =
+//! `(eval_count − 1) / (t_last − t_first)` over the chunks with content; `decode_tps_server` =
+//! `eval_count / eval_duration`; `prefill_tps_server` = `prompt_eval_count /
+//! prompt_eval_duration`; inter-chunk gaps between consecutive content chunks.
+
+use crate::backend::{BackendError, Completed};
+use crate::results::{TrialKind, TrialRecord};
+use crate::stats::percentile;
+
+/// `load_duration` above this inside a cell means the model was reloaded (s). Ollama reports
+/// microseconds to milliseconds when the model is already loaded.
+pub const RELOAD_THRESHOLD_S: f64 = 0.5;
+
+/// Allowed relative difference between the prompt tokens meant and those the server evaluated.
+/// Silent truncation (Ollama keeps about half of `num_ctx`) is far outside it.
+pub const FILL_TOLERANCE: f64 = 0.10;
+
+/// What the harness meant to send, for checking what the server did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrialPlan {
+    /// 0-based index within the cell.
+    pub index: u32,
+    /// Phase.
+    pub kind: TrialKind,
+    /// Characters of prompt.
+    pub prompt_chars: usize,
+    /// Tokens meant.
+    pub intended_tokens: u32,
+    /// Output cap.
+    pub num_predict: u32,
+}
+
+fn ns_to_s(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+fn base(plan: &TrialPlan) -> TrialRecord {
+    TrialRecord {
+        index: plan.index,
+        kind: Some(plan.kind),
+        prompt_chars: plan.prompt_chars,
+        prompt_tokens_intended: plan.intended_tokens,
+        valid: false,
+        ..TrialRecord::default()
+    }
+}
+
+/// A trial whose request failed: invalid, with the error as its reason.
+pub fn from_error(plan: &TrialPlan, err: &BackendError) -> TrialRecord {
+    let mut r = base(plan);
+    r.invalid_reasons.push(err.to_string());
+    r
+}
+
+/// Metrics and validity of a completed stream.
+pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
+    let mut r = base(plan);
+    let m = &c.metrics;
+    r.e2e_s = Some(c.e2e.as_secs_f64());
+    r.done_reason = m.done_reason.clone();
+    r.prompt_tokens_evaluated = m.prompt_eval_count.map(|v| v as u32);
+    r.output_tokens = m.eval_count.map(|v| v as u32);
+    r.load_s = m.load_duration.map(ns_to_s);
+
+    let answer: Vec<f64> = c
+        .events
+        .iter()
+        .filter(|e| !e.content.is_empty())
+        .map(|e| e.at.as_secs_f64())
+        .collect();
+    let any: Vec<f64> = c
+        .events
+        .iter()
+        .filter(|e| !e.content.is_empty() || !e.thinking.is_empty())
+        .map(|e| e.at.as_secs_f64())
+        .collect();
+    r.content_chunks = answer.len() as u32;
+    r.thinking_chunks = c.events.iter().filter(|e| !e.thinking.is_empty()).count() as u32;
+    r.ttft_s = answer.first().copied();
+    r.ttft_any_s = any.first().copied();
+
+    if let (Some(&first), Some(&last), Some(n)) = (any.first(), any.last(), m.eval_count)
+        && last > first
+        && n >= 2
+    {
+        r.decode_tps = Some((n - 1) as f64 / (last - first));
+    }
+    if let (Some(n), Some(d)) = (m.eval_count, m.eval_duration)
+        && d > 0
+    {
+        r.decode_tps_server = Some(n as f64 / ns_to_s(d));
+    }
+    if let (Some(n), Some(d)) = (m.prompt_eval_count, m.prompt_eval_duration)
+        && d > 0
+    {
+        r.prefill_tps_server = Some(n as f64 / ns_to_s(d));
+    }
+    let gaps: Vec<f64> = any.windows(2).map(|w| w[1] - w[0]).collect();
+    r.itl_p50_s = percentile(&gaps, 0.5);
+    r.itl_p95_s = percentile(&gaps, 0.95);
+    r.itl_max_s = gaps.iter().copied().reduce(f64::max);
+
+    r.invalid_reasons = validity(plan, &r);
+    r.valid = r.invalid_reasons.is_empty();
+    r
+}
+
+/// Every reason the trial's numbers cannot be trusted (empty when they can).
+pub fn validity(plan: &TrialPlan, r: &TrialRecord) -> Vec<String> {
+    let mut why = Vec::new();
+    let intended = plan.intended_tokens as f64;
+    match r.prompt_tokens_evaluated {
+        None => why.push("server did not report prompt_eval_count".to_string()),
+        Some(got) if (got as f64) < intended * (1.0 - FILL_TOLERANCE) => why.push(format!(
+            "prompt truncated: server evaluated {got} of {} intended prompt tokens",
+            plan.intended_tokens
+        )),
+        Some(got) if (got as f64) > intended * (1.0 + FILL_TOLERANCE) => why.push(format!(
+            "prompt larger than intended: server evaluated {got} of {} intended prompt tokens",
+            plan.intended_tokens
+        )),
+        Some(_) => {}
+    }
+    if let Some(load) = r.load_s
+        && load > RELOAD_THRESHOLD_S
+    {
+        why.push(format!(
+            "model reloaded inside the cell: load_duration {load:.2} s > {RELOAD_THRESHOLD_S} s"
+        ));
+    }
+    match r.output_tokens {
+        None => why.push("server did not report eval_count".to_string()),
+        Some(n) if n < 2 => why.push(format!("only {n} output token(s): no decode to measure")),
+        Some(n) => {
+            let floor = (plan.num_predict / 4).max(2);
+            if n < floor && r.done_reason.as_deref() != Some("length") {
+                why.push(format!(
+                    "model stopped after {n} output tokens (done_reason {:?}); decode needs at least {floor} of num_predict {}",
+                    r.done_reason.as_deref().unwrap_or("none"),
+                    plan.num_predict
+                ));
+            }
+            if r.done_reason.as_deref() == Some("length") && n < plan.num_predict {
+                why.push(format!(
+                    "generation hit the context limit after {n} of {} tokens",
+                    plan.num_predict
+                ));
+            }
+        }
+    }
+    if r.content_chunks == 0 {
+        why.push(if r.thinking_chunks > 0 {
+            "no answer content: thinking used the whole output budget".to_string()
+        } else {
+            "no answer content in the stream".to_string()
+        });
+    }
+    if r.decode_tps.is_none() && r.content_chunks > 0 {
+        why.push("decode rate undefined: all output arrived in one chunk".to_string());
+    }
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{FinalMetrics, StreamEvent};
+    use std::time::Duration;
+
+    fn ev(ms: u64, content: &str, thinking: &str, done: bool) -> StreamEvent {
+        StreamEvent {
+            at: Duration::from_millis(ms),
+            content: content.into(),
+            thinking: thinking.into(),
+            done,
+        }
+    }
+
+    fn plan() -> TrialPlan {
+        TrialPlan {
+            index: 1,
+            kind: TrialKind::Measured,
+            prompt_chars: 3500,
+            intended_tokens: 1000,
+            num_predict: 8,
+        }
+    }
+
+    fn metrics(prompt: u64, eval: u64) -> FinalMetrics {
+        FinalMetrics {
+            done_reason: Some("length".into()),
+            total_duration: Some(2_000_000_000),
+            load_duration: Some(1_000_000),
+            prompt_eval_count: Some(prompt),
+            prompt_eval_duration: Some(1_000_000_000),
+            eval_count: Some(eval),
+            eval_duration: Some(800_000_000),
+        }
+    }
+
+    fn normal() -> Completed {
+        let mut events: Vec<StreamEvent> = (0..8)
+            .map(|i| ev(1000 + i * 100, "x", "", false))
+            .collect();
+        events.push(ev(1750, "", "", true));
+        Completed {
+            events,
+            metrics: metrics(1000, 8),
+            e2e: Duration::from_millis(1750),
+        }
+    }
+
+    #[test]
+    fn normal_stream() {
+        let r = from_completed(&plan(), &normal());
+        assert!(r.valid, "{:?}", r.invalid_reasons);
+        assert_eq!(r.ttft_s, Some(1.0));
+        assert_eq!(r.ttft_any_s, Some(1.0));
+        // 7 intervals over 0.7 s
+        assert!((r.decode_tps.unwrap() - 10.0).abs() < 1e-9);
+        assert!((r.decode_tps_server.unwrap() - 10.0).abs() < 1e-9);
+        assert!((r.prefill_tps_server.unwrap() - 1000.0).abs() < 1e-9);
+        assert!((r.itl_p50_s.unwrap() - 0.1).abs() < 1e-9);
+        assert_eq!(r.content_chunks, 8);
+        assert_eq!(r.e2e_s, Some(1.75));
+        assert_eq!(r.load_s, Some(0.001));
+    }
+
+    #[test]
+    fn thinking_chunks_come_before_answer() {
+        let mut c = normal();
+        c.events[0] = ev(500, "", "hmm", false);
+        c.events[1] = ev(600, "", "so", false);
+        let r = from_completed(&plan(), &c);
+        assert_eq!(r.ttft_any_s, Some(0.5));
+        assert_eq!(r.ttft_s, Some(1.2));
+        assert_eq!(r.thinking_chunks, 2);
+        assert!(r.valid, "{:?}", r.invalid_reasons);
+    }
+
+    #[test]
+    fn truncation_is_invalid() {
+        let mut c = normal();
+        c.metrics.prompt_eval_count = Some(514);
+        let r = from_completed(&plan(), &c);
+        assert!(!r.valid);
+        assert!(
+            r.invalid_reasons[0].contains("prompt truncated: server evaluated 514 of 1000"),
+            "{:?}",
+            r.invalid_reasons
+        );
+    }
+
+    #[test]
+    fn reload_is_invalid() {
+        let mut c = normal();
+        c.metrics.load_duration = Some(2_300_000_000);
+        let r = from_completed(&plan(), &c);
+        assert!(!r.valid);
+        assert!(r.invalid_reasons[0].contains("reloaded inside the cell: load_duration 2.30 s"));
+    }
+
+    #[test]
+    fn thinking_only_is_invalid() {
+        let mut c = normal();
+        for e in &mut c.events {
+            if !e.done {
+                e.thinking = std::mem::take(&mut e.content);
+            }
+        }
+        let r = from_completed(&plan(), &c);
+        assert!(!r.valid);
+        assert!(
+            r.invalid_reasons
+                .iter()
+                .any(|s| s.contains("thinking used the whole output budget"))
+        );
+    }
+
+    #[test]
+    fn early_stop_is_invalid() {
+        let mut c = normal();
+        c.metrics.eval_count = Some(2);
+        c.metrics.done_reason = Some("stop".into());
+        c.events.truncate(2);
+        let mut p = plan();
+        p.num_predict = 128;
+        let r = from_completed(&p, &c);
+        assert!(!r.valid);
+        assert!(r.invalid_reasons[0].contains("model stopped after 2 output tokens"));
+    }
+
+    #[test]
+    fn errors_become_invalid_trials() {
+        let r = from_error(&plan(), &BackendError::Incomplete { chunks: 3 });
+        assert!(!r.valid);
+        assert_eq!(r.invalid_reasons, ["stream ended without done:true after 3 chunk(s)"]);
+    }
+}

@@ -1,0 +1,174 @@
+//! Host facts recorded with every result: CPU, memory, OS, kernel, host name.
+
+use serde::{Deserialize, Serialize};
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
+
+use crate::results::RunMetadata;
+
+/// Facts about the machine the harness runs on (see [`host_info`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// CPU model string, e.g. `AMD Ryzen 9 7950X 16-Core Processor`; `unknown` when not found.
+    pub cpu_model: String,
+    /// Logical CPUs of the host (at least 1).
+    pub cpu_logical: usize,
+    /// Physical cores, when the OS tells.
+    pub cpu_physical: Option<usize>,
+    /// Total memory (bytes); 0 when unknown.
+    pub ram_total_bytes: u64,
+    /// OS name and version, e.g. `Linux (Ubuntu 24.04)`.
+    pub os: String,
+    /// Kernel version, e.g. `6.8.0-48-generic`.
+    pub kernel: String,
+    /// Host name.
+    pub hostname: String,
+}
+
+impl HostInfo {
+    /// Copies these facts into the matching fields of `meta` (`hostname`, `cpu_model`,
+    /// `cpu_logical`, `cpu_physical`, `ram_total_bytes`, `os`, `kernel`); other fields are left
+    /// alone.
+    pub fn fill(&self, meta: &mut RunMetadata) {
+        meta.hostname = self.hostname.clone();
+        meta.cpu_model = self.cpu_model.clone();
+        meta.cpu_logical = self.cpu_logical;
+        meta.cpu_physical = self.cpu_physical;
+        meta.ram_total_bytes = self.ram_total_bytes;
+        meta.os = self.os.clone();
+        meta.kernel = self.kernel.clone();
+    }
+}
+
+/// The CPU model from `/proc/cpuinfo` text: the first `model name` (x86, most others), else
+/// `Model` / `Hardware` / `cpu model` (ARM boards, MIPS).
+pub(crate) fn parse_cpu_model(cpuinfo: &str) -> Option<String> {
+    ["model name", "Model", "Hardware", "cpu model"]
+        .iter()
+        .find_map(|key| {
+            cpuinfo.lines().find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_string())
+            })
+        })
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Collects the host facts for [`RunMetadata`] (see [`HostInfo::fill`]). Figures that cannot be
+/// found are `unknown`, 0 or `None`; this never fails.
+pub fn host_info() -> HostInfo {
+    let sys = System::new_with_specifics(
+        RefreshKind::nothing()
+            .with_cpu(CpuRefreshKind::nothing())
+            .with_memory(MemoryRefreshKind::nothing().with_ram()),
+    )
+    .ok();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| parse_cpu_model(&t))
+        .or_else(|| {
+            sys.as_ref()?
+                .cpus()
+                .first()
+                .map(|c| c.brand().trim().to_string())
+                .filter(|b| !b.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    let cpu_logical = sys
+        .as_ref()
+        .map(|s| s.cpus().len())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let ram_total_bytes = super::system_memory()
+        .map(|(total, _)| total)
+        .or_else(|| sys.as_ref().map(System::total_memory))
+        .unwrap_or(0);
+    let os = System::long_os_version()
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            let name = System::name().ok()?;
+            Some(match System::os_version() {
+                Ok(v) => format!("{name} {v}"),
+                Err(_) => name,
+            })
+        })
+        .unwrap_or_else(|| std::env::consts::OS.to_string());
+    let kernel = System::kernel_version()
+        .ok()
+        .or_else(|| read_trimmed("/proc/sys/kernel/osrelease"))
+        .unwrap_or_else(|| "unknown".to_string());
+    let hostname = System::host_name()
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| read_trimmed("/proc/sys/kernel/hostname"))
+        .unwrap_or_else(|| "unknown".to_string());
+    HostInfo {
+        cpu_model,
+        cpu_logical,
+        cpu_physical: System::physical_core_count().ok().filter(|&n| n > 0),
+        ram_total_bytes,
+        os,
+        kernel,
+        hostname,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_model_from_cpuinfo() {
+        let x86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel\t\t: 85\nmodel name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\nmodel name\t: Intel(R) Xeon(R) Processor\n";
+        assert_eq!(
+            parse_cpu_model(x86).as_deref(),
+            Some("Intel(R) Xeon(R) Processor")
+        );
+        let pi = "processor\t: 0\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n";
+        assert_eq!(
+            parse_cpu_model(pi).as_deref(),
+            Some("Raspberry Pi 4 Model B Rev 1.4")
+        );
+        assert_eq!(parse_cpu_model("processor\t: 0\nmodel name\t:\n"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn live_host_facts_fill_metadata() {
+        let h = host_info();
+        assert!(h.cpu_logical >= 1);
+        assert!(h.cpu_physical.is_none_or(|p| p >= 1 && p <= h.cpu_logical));
+        let (total, _) = super::super::system_memory().unwrap();
+        assert_eq!(h.ram_total_bytes, total);
+        assert_ne!(h.cpu_model, "unknown");
+        assert_eq!(
+            h.kernel,
+            read_trimmed("/proc/sys/kernel/osrelease").unwrap()
+        );
+        assert!(!h.hostname.is_empty() && !h.os.is_empty());
+        let mut meta = RunMetadata {
+            run_id: "r1".into(),
+            ..RunMetadata::default()
+        };
+        h.fill(&mut meta);
+        assert_eq!(meta.cpu_logical, h.cpu_logical);
+        assert_eq!(meta.cpu_physical, h.cpu_physical);
+        assert_eq!(meta.ram_total_bytes, h.ram_total_bytes);
+        assert_eq!(
+            (
+                meta.os.as_str(),
+                meta.kernel.as_str(),
+                meta.hostname.as_str()
+            ),
+            (h.os.as_str(), h.kernel.as_str(), h.hostname.as_str())
+        );
+        assert_eq!(meta.cpu_model, h.cpu_model);
+        assert_eq!(meta.run_id, "r1", "other fields untouched");
+    }
+}

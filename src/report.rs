@@ -1,0 +1,552 @@
+//! Reports: the whole matrix, rebuilt from the result files of a run directory.
+//!
+//! [`build`] is a pure function of `<run>/cells/*.json` (read with
+//! [`crate::results::read_cells`]): it [`aggregate`]s the cell results into one [`Report`] and
+//! hands it to one [`ReportWriter`] per format — [`JsonReport`] for bots, [`CsvReport`] for
+//! spreadsheets, [`MarkdownReport`] for people. Each file lands atomically in
+//! `<run>/comparative_analysis/`. Nothing here reads clocks, hostnames or other in-memory state,
+//! so the same cells always give the same bytes (which is what the goldens rely on), and reports
+//! work the same under `cargo test` and under nextest's process-per-test model.
+
+mod csv_report;
+mod definitions;
+mod format;
+mod json_report;
+mod markdown;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::results::{
+    self, CellResult, Gates, ResultsError, StabilityBreakdown, StopReason, TrialKind, Verdict,
+};
+use crate::stats::Summary;
+
+pub use self::csv_report::{CSV_COLUMNS, CsvReport};
+pub use self::definitions::{DEFINITIONS, Definition};
+pub use self::json_report::JsonReport;
+pub use self::markdown::MarkdownReport;
+
+/// Version of the report format (JSON keys, CSV columns). Bumped whenever one changes meaning.
+pub const REPORT_FORMAT_VERSION: u32 = 1;
+
+/// Directory under the run directory that holds the report files.
+pub const REPORT_DIR: &str = "comparative_analysis";
+
+/// Errors of the report module. Each carries the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The run directory does not exist or is not a directory.
+    #[error("run directory {path} does not exist or is not a directory")]
+    NoRunDir {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The cell results of the run could not be read.
+    #[error("failed to read the cell results of run {run_dir}: {source}")]
+    ReadCells {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The cause (carries the file that failed).
+        source: ResultsError,
+    },
+    /// A report file could not be written.
+    #[error("failed to write report {path}: {source}")]
+    Write {
+        /// The report file.
+        path: PathBuf,
+        /// The cause.
+        source: ResultsError,
+    },
+}
+
+/// One output format: a file name and a pure rendering of the [`Report`].
+pub trait ReportWriter {
+    /// File name inside `<run>/comparative_analysis/`, e.g. `performance_matrix.md`.
+    fn file_name(&self) -> &'static str;
+    /// The complete file content. Deterministic: the same report gives the same bytes.
+    fn render(&self, report: &Report) -> String;
+}
+
+/// Every writer [`build`] runs, in the order it writes them (JSON, CSV, Markdown).
+pub fn writers() -> [&'static dyn ReportWriter; 3] {
+    [&JsonReport, &CsvReport, &MarkdownReport]
+}
+
+/// Rebuilds every report file of the run from its cell results; returns the paths written.
+///
+/// A run directory without cells is not an error: the reports then say that there are no cells.
+pub fn build(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    if !run_dir.is_dir() {
+        return Err(ReportError::NoRunDir {
+            path: run_dir.to_path_buf(),
+        });
+    }
+    let cells = results::read_cells(run_dir).map_err(|source| ReportError::ReadCells {
+        run_dir: run_dir.to_path_buf(),
+        source,
+    })?;
+    let report = aggregate(&cells);
+    let dir = run_dir.join(REPORT_DIR);
+    let mut written = Vec::new();
+    for writer in writers() {
+        let path = dir.join(writer.file_name());
+        results::write_atomic(&path, writer.render(&report).as_bytes()).map_err(|source| {
+            ReportError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The whole matrix: one [`Row`] per cell plus what the rows share. Serialized as the JSON report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// [`REPORT_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Number of cell result files the report was built from.
+    pub generated_from_cells: usize,
+    /// Cells per verdict.
+    pub verdict_counts: VerdictCounts,
+    /// One row per cell, ordered by model, then `num_ctx`, then test name.
+    pub rows: Vec<Row>,
+    /// Distinct hosts the cells ran on (cells that recorded no host facts are left out).
+    pub hosts: Vec<Host>,
+    /// Distinct servers (address and version) the cells talked to.
+    pub servers: Vec<Server>,
+    /// Distinct harness versions that wrote the cells.
+    pub harness_versions: Vec<String>,
+    /// Distinct run identifiers recorded in the cells.
+    pub run_ids: Vec<String>,
+    /// Earliest cell start recorded (RFC 3339, UTC, as in the cells).
+    pub first_started_at: Option<String>,
+    /// Latest cell start recorded.
+    pub last_started_at: Option<String>,
+    /// Facts per model, ordered by model.
+    pub models: Vec<ModelInfo>,
+    /// What every metric means (the "Metric definitions" section of the Markdown).
+    pub definitions: &'static [Definition],
+}
+
+/// Number of cells per verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct VerdictCounts {
+    /// All cells.
+    pub total: usize,
+    /// PASS cells.
+    pub pass: usize,
+    /// MARGINAL cells.
+    pub marginal: usize,
+    /// FAIL cells.
+    pub fail: usize,
+    /// INVALID cells.
+    pub invalid: usize,
+    /// SKIPPED cells.
+    pub skipped: usize,
+}
+
+impl VerdictCounts {
+    /// Counts the verdicts of `rows`.
+    fn of(rows: &[Row]) -> Self {
+        let mut c = VerdictCounts {
+            total: rows.len(),
+            ..Default::default()
+        };
+        for row in rows {
+            match row.verdict {
+                Verdict::Pass => c.pass += 1,
+                Verdict::Marginal => c.marginal += 1,
+                Verdict::Fail => c.fail += 1,
+                Verdict::Invalid => c.invalid += 1,
+                Verdict::Skipped => c.skipped += 1,
+            }
+        }
+        c
+    }
+}
+
+/// A named ratio from [`CellResult::fidelity`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FidelityRatio {
+    /// What is compared, e.g. `decode_tps_client_over_server`.
+    pub name: String,
+    /// The ratio.
+    pub ratio: f64,
+}
+
+/// One cell of the matrix, machine-friendly: raw numbers in the units their names say.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// Test name, `<name>::ctx_<K>k`.
+    pub test_name: String,
+    /// Slug of the model row, e.g. `gemma3_tools_27b`.
+    pub name: String,
+    /// Model as the server knows it.
+    pub model: String,
+    /// Category from the matrix table.
+    pub category: String,
+    /// Allocated context (`num_ctx`, tokens).
+    pub num_ctx: u32,
+    /// Prompt size the harness fills (tokens).
+    pub fill_tokens: u32,
+    /// `num_batch` load-time option.
+    pub num_batch: u32,
+    /// `num_thread` load-time option.
+    pub num_thread: u32,
+    /// Output token cap per trial.
+    pub num_predict: u32,
+    /// Gates of the cell.
+    pub gates: Gates,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Use case the cell speaks for.
+    pub use_case: String,
+    /// The use case judged by the verdict, e.g. `❌ complex refactoring (fails TTFT)`.
+    pub use_case_fit: String,
+    /// Reasons for the verdict, as the cell recorded them.
+    pub reasons: Vec<String>,
+    /// Gates named in the reasons of a FAIL cell (`TTFT`, `tok/s`, `stability`, `RAM`).
+    pub failed_gates: Vec<String>,
+    /// Client TTFT (s) of the valid measured trials.
+    pub ttft_s: Option<Summary>,
+    /// Client TTFT to any content (s).
+    pub ttft_any_s: Option<Summary>,
+    /// Client decode rate (tokens/s).
+    pub decode_tps: Option<Summary>,
+    /// Server decode rate (tokens/s).
+    pub decode_tps_server: Option<Summary>,
+    /// Server prefill rate (tokens/s).
+    pub prefill_tps_server: Option<Summary>,
+    /// Request start → `done:true` (s).
+    pub e2e_s: Option<Summary>,
+    /// Peak minus baseline RSS of the server's process tree (bytes); absent when not sampled.
+    pub ram_delta_bytes: Option<i64>,
+    /// Peak RSS of the server's process tree (bytes); absent when not sampled.
+    pub peak_rss_bytes: Option<u64>,
+    /// Anonymous part of the peak RSS (bytes), when the OS tells.
+    pub peak_anon_bytes: Option<u64>,
+    /// File-backed part of the peak RSS (bytes), when the OS tells.
+    pub peak_file_bytes: Option<u64>,
+    /// Peak system memory in use (percent of total); absent when not sampled.
+    pub system_peak_pct: Option<f64>,
+    /// Whether the RAM guard stopped the cell.
+    pub ram_guard_tripped: bool,
+    /// Notes of the hardware sampler.
+    pub hardware_notes: Vec<String>,
+    /// Stability score and components; absent when no measured trial was attempted.
+    pub stability: Option<StabilityBreakdown>,
+    /// Valid measured trials.
+    pub n_valid: usize,
+    /// Attempted measured trials (warm-ups excluded).
+    pub n_attempted: usize,
+    /// Why the trial loop stopped.
+    pub stop_reason: StopReason,
+    /// Load time of the model with the cell's options (s).
+    pub load_s: Option<f64>,
+    /// Wall time of the whole cell (s).
+    pub wall_s: f64,
+    /// When the cell started (RFC 3339, as recorded in the cell).
+    pub started_at: String,
+    /// Request options sent on every request of the cell.
+    pub options_sent: serde_json::Value,
+    /// Whether `think: false` was sent.
+    pub think_false_sent: bool,
+    /// Whether `truncate: false` was sent.
+    pub truncate_false_sent: bool,
+    /// Client/server and harness/reference ratios, when measured.
+    pub fidelity: Vec<FidelityRatio>,
+}
+
+/// Host facts as recorded in the cells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// Host name.
+    pub hostname: String,
+    /// CPU model string.
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpu_logical: usize,
+    /// Physical cores, when known.
+    pub cpu_physical: Option<usize>,
+    /// Total memory (bytes).
+    pub ram_total_bytes: u64,
+    /// OS name and version.
+    pub os: String,
+    /// Kernel version.
+    pub kernel: String,
+}
+
+/// A server the cells talked to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Server {
+    /// Address.
+    pub address: String,
+    /// `/api/version`, when it answered.
+    pub version: Option<String>,
+}
+
+/// Facts of one model, merged over its cells (first value recorded, in row order).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    /// Model as the server knows it.
+    pub model: String,
+    /// Distinct digests seen (more than one means the model changed during the run).
+    pub digests: Vec<String>,
+    /// Quantization.
+    pub quantization: Option<String>,
+    /// Parameter size.
+    pub parameter_size: Option<String>,
+    /// Model family.
+    pub family: Option<String>,
+    /// Trained context (tokens).
+    pub trained_context: Option<u64>,
+    /// Calibrated characters per token.
+    pub chars_per_token: Option<f64>,
+}
+
+/// Builds the aggregate model from cell results (pure; the input order does not matter).
+pub fn aggregate(cells: &[CellResult]) -> Report {
+    let mut sorted: Vec<&CellResult> = cells.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.cell.model, a.cell.num_ctx, &a.cell.test_name).cmp(&(
+            &b.cell.model,
+            b.cell.num_ctx,
+            &b.cell.test_name,
+        ))
+    });
+    let rows: Vec<Row> = sorted.iter().map(|c| row(c)).collect();
+
+    let mut hosts: Vec<Host> = Vec::new();
+    let mut servers: Vec<Server> = Vec::new();
+    let mut harness_versions: Vec<String> = Vec::new();
+    let mut run_ids: Vec<String> = Vec::new();
+    let mut models: Vec<ModelInfo> = Vec::new();
+    for c in &sorted {
+        let m = &c.metadata;
+        let host = Host {
+            hostname: m.hostname.clone(),
+            cpu_model: m.cpu_model.clone(),
+            cpu_logical: m.cpu_logical,
+            cpu_physical: m.cpu_physical,
+            ram_total_bytes: m.ram_total_bytes,
+            os: m.os.clone(),
+            kernel: m.kernel.clone(),
+        };
+        let has_host = !(host.cpu_model.is_empty() && host.ram_total_bytes == 0);
+        if has_host && !hosts.contains(&host) {
+            hosts.push(host);
+        }
+        if !m.server.is_empty() {
+            let server = Server {
+                address: m.server.clone(),
+                version: m.server_version.clone(),
+            };
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+        if !m.harness_version.is_empty() && !harness_versions.contains(&m.harness_version) {
+            harness_versions.push(m.harness_version.clone());
+        }
+        if !m.run_id.is_empty() && !run_ids.contains(&m.run_id) {
+            run_ids.push(m.run_id.clone());
+        }
+        let info = match models.iter_mut().find(|i| i.model == c.cell.model) {
+            Some(info) => info,
+            None => {
+                models.push(ModelInfo {
+                    model: c.cell.model.clone(),
+                    digests: Vec::new(),
+                    quantization: None,
+                    parameter_size: None,
+                    family: None,
+                    trained_context: None,
+                    chars_per_token: None,
+                });
+                models.last_mut().expect("just pushed")
+            }
+        };
+        if let Some(d) = &m.model_digest {
+            if !info.digests.contains(d) {
+                info.digests.push(d.clone());
+            }
+        }
+        info.quantization = info.quantization.take().or_else(|| m.quantization.clone());
+        info.parameter_size = info
+            .parameter_size
+            .take()
+            .or_else(|| m.parameter_size.clone());
+        info.family = info.family.take().or_else(|| m.family.clone());
+        info.trained_context = info.trained_context.or(m.trained_context);
+        info.chars_per_token = info.chars_per_token.or(m.chars_per_token);
+    }
+    // A server seen only without a version (e.g. by a skipped cell) adds nothing when the same
+    // address also answered with one.
+    let answered: Vec<String> = servers
+        .iter()
+        .filter(|s| s.version.is_some())
+        .map(|s| s.address.clone())
+        .collect();
+    servers.retain(|s| s.version.is_some() || !answered.contains(&s.address));
+
+    // RFC 3339 UTC timestamps order as strings.
+    let starts = || {
+        cells
+            .iter()
+            .map(|c| c.metadata.started_at.as_str())
+            .filter(|s| !s.is_empty())
+    };
+    let first_started_at = starts().min().map(str::to_string);
+    let last_started_at = starts().max().map(str::to_string);
+
+    Report {
+        format_version: REPORT_FORMAT_VERSION,
+        generated_from_cells: cells.len(),
+        verdict_counts: VerdictCounts::of(&rows),
+        rows,
+        hosts,
+        servers,
+        harness_versions,
+        run_ids,
+        first_started_at,
+        last_started_at,
+        models,
+        definitions: DEFINITIONS,
+    }
+}
+
+/// One row from one cell.
+fn row(c: &CellResult) -> Row {
+    let measured = c
+        .trials
+        .iter()
+        .filter(|t| t.kind != Some(TrialKind::Warmup));
+    let n_attempted = measured.clone().count();
+    let n_valid = measured.filter(|t| t.valid).count();
+    let hw = &c.hardware;
+    let sampled = hw.samples > 0;
+    let failed_gates: Vec<String> = if c.verdict == Verdict::Fail {
+        failed_gates(&c.reasons)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let s = &c.summaries;
+    Row {
+        test_name: c.cell.test_name.clone(),
+        name: c.cell.name.clone(),
+        model: c.cell.model.clone(),
+        category: c.cell.category.clone(),
+        num_ctx: c.cell.num_ctx,
+        fill_tokens: c.cell.fill_tokens,
+        num_batch: c.cell.num_batch,
+        num_thread: c.cell.num_thread,
+        num_predict: c.cell.num_predict,
+        gates: c.cell.gates.clone(),
+        verdict: c.verdict,
+        use_case: c.cell.use_case.clone(),
+        use_case_fit: use_case_fit(c.verdict, &c.cell.use_case, &c.reasons),
+        reasons: c.reasons.clone(),
+        failed_gates,
+        ttft_s: s.ttft_s.clone(),
+        ttft_any_s: s.ttft_any_s.clone(),
+        decode_tps: s.decode_tps.clone(),
+        decode_tps_server: s.decode_tps_server.clone(),
+        prefill_tps_server: s.prefill_tps_server.clone(),
+        e2e_s: s.e2e_s.clone(),
+        ram_delta_bytes: sampled.then_some(hw.rss_delta_bytes),
+        peak_rss_bytes: sampled.then_some(hw.peak.rss_bytes),
+        peak_anon_bytes: if sampled { hw.peak.anon_bytes } else { None },
+        peak_file_bytes: if sampled { hw.peak.file_bytes } else { None },
+        system_peak_pct: sampled.then_some(hw.system_peak_pct),
+        ram_guard_tripped: hw.ram_guard_tripped,
+        hardware_notes: hw.notes.clone(),
+        stability: (c.verdict != Verdict::Skipped && n_attempted > 0).then(|| c.stability.clone()),
+        n_valid,
+        n_attempted,
+        stop_reason: c.stop_reason,
+        load_s: c.load_s,
+        wall_s: c.wall_s,
+        started_at: c.metadata.started_at.clone(),
+        options_sent: c.metadata.options_sent.clone(),
+        think_false_sent: c.metadata.think_false_sent,
+        truncate_false_sent: c.metadata.truncate_false_sent,
+        fidelity: c
+            .fidelity
+            .iter()
+            .map(|(name, ratio)| FidelityRatio {
+                name: name.clone(),
+                ratio: *ratio,
+            })
+            .collect(),
+    }
+}
+
+/// Gate keywords, in the order failed gates are listed. A reason names the gate whose keyword
+/// occurs first in it (case-insensitive, whole words: `ttft_s` and `tok/s` count, `parameter`
+/// does not contain `ram`).
+const GATE_KEYWORDS: &[(&str, &[&str])] = &[
+    ("TTFT", &["ttft"]),
+    ("tok/s", &["tok", "tps", "decode"]),
+    ("stability", &["stability"]),
+    ("RAM", &["ram", "oom"]),
+];
+
+/// The gates the reasons of a failed cell name, in [`GATE_KEYWORDS`] order, without repeats.
+pub(crate) fn failed_gates(reasons: &[String]) -> Vec<&'static str> {
+    let mut found: Vec<&'static str> = Vec::new();
+    for reason in reasons {
+        let lower = reason.to_lowercase();
+        let words = lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty());
+        let gate = words.into_iter().find_map(|w| {
+            GATE_KEYWORDS
+                .iter()
+                .find(|(_, keys)| keys.contains(&w))
+                .map(|(gate, _)| *gate)
+        });
+        if let Some(gate) = gate {
+            if !found.contains(&gate) {
+                found.push(gate);
+            }
+        }
+    }
+    found.sort_by_key(|g| GATE_KEYWORDS.iter().position(|(k, _)| k == g));
+    found
+}
+
+/// The use case judged by the verdict: `✅ complex refactoring`, `⚠️ … (marginal)`,
+/// `❌ … (fails TTFT, tok/s)`, `— (invalid)`, `— (not run)`.
+pub fn use_case_fit(verdict: Verdict, use_case: &str, reasons: &[String]) -> String {
+    let use_case = use_case.trim();
+    let with = |mark: &str, note: &str| match (use_case.is_empty(), note.is_empty()) {
+        (true, true) => format!("{mark} {}", verdict.label().to_lowercase()),
+        (true, false) => format!("{mark} {note}"),
+        (false, true) => format!("{mark} {use_case}"),
+        (false, false) => format!("{mark} {use_case} ({note})"),
+    };
+    match verdict {
+        Verdict::Pass => with("✅", ""),
+        Verdict::Marginal => with("⚠️", "marginal"),
+        Verdict::Fail => {
+            let gates = failed_gates(reasons);
+            if gates.is_empty() {
+                with("❌", "fails")
+            } else {
+                with("❌", &format!("fails {}", gates.join(", ")))
+            }
+        }
+        Verdict::Invalid => "— (invalid)".to_string(),
+        Verdict::Skipped => "— (not run)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,472 @@
+//! The Markdown report, for a person choosing a configuration: the summary table first, then
+//! details, reasons, stability components, run metadata, fidelity ratios and definitions.
+
+use std::fmt::Write;
+
+use super::csv_report::serde_name;
+use super::format::{
+    MISSING, bytes, bytes_delta, cell, context, fixed, grouped, opt_fixed, opt_rate, pct,
+    signed_pct, thousands,
+};
+use super::{DEFINITIONS, Report, ReportWriter, Row};
+use crate::results::{StabilityBreakdown, StopReason, Verdict};
+use crate::stats::Summary;
+
+/// Writes `performance_matrix.md`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MarkdownReport;
+
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! out {
+    ($o:expr) => {{
+        $o.push('\n');
+    }};
+    ($o:expr, $($arg:tt)*) => {{
+        let _ = writeln!($o, $($arg)*);
+    }};
+}
+
+impl ReportWriter for MarkdownReport {
+    fn file_name(&self) -> &'static str {
+        "performance_matrix.md"
+    }
+
+    fn render(&self, report: &Report) -> String {
+        let mut o = String::new();
+        out!(o, "# Performance matrix");
+        out!(o);
+        if report.rows.is_empty() {
+            out!(
+                o,
+                "No cells: the run directory holds no cell results yet (`cells/*.json`)."
+            );
+            out!(o);
+        } else {
+            verdict_summary(&mut o, report);
+            summary_table(&mut o, report);
+            details_table(&mut o, report);
+            reasons(&mut o, report);
+            stability(&mut o, report);
+            metadata(&mut o, report);
+            fidelity(&mut o, report);
+        }
+        definitions(&mut o);
+        o
+    }
+}
+
+fn code(text: &str) -> String {
+    format!("`{}`", text.replace('`', "'"))
+}
+
+fn verdict_summary(o: &mut String, r: &Report) {
+    let c = &r.verdict_counts;
+    out!(
+        o,
+        "{} {}: {} PASS, {} MARGINAL, {} FAIL, {} INVALID, {} SKIPPED.",
+        c.total,
+        if c.total == 1 { "cell" } else { "cells" },
+        c.pass,
+        c.marginal,
+        c.fail,
+        c.invalid,
+        c.skipped
+    );
+    out!(o);
+    let skipped: Vec<&Row> = r
+        .rows
+        .iter()
+        .filter(|row| row.verdict == Verdict::Skipped)
+        .collect();
+    if !skipped.is_empty() {
+        out!(
+            o,
+            "Not run here (test runners may list these as passed or ignored; this report is the \
+             source of truth):"
+        );
+        out!(o);
+        for row in skipped {
+            let why = if row.reasons.is_empty() {
+                "no reason recorded".to_string()
+            } else {
+                row.reasons.join("; ")
+            };
+            out!(o, "- {} — {}", code(&row.test_name), why);
+        }
+        out!(o);
+    }
+}
+
+fn summary_table(o: &mut String, r: &Report) {
+    out!(o, "## Summary");
+    out!(o);
+    out!(
+        o,
+        "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit |"
+    );
+    out!(o, "|---|---|---|---|---|---|---|");
+    for row in &r.rows {
+        out!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            cell(&row.model),
+            context(row.num_ctx, row.fill_tokens),
+            row.ttft_s.as_ref().map_or_else(
+                || MISSING.to_string(),
+                |s| format!("{} s", fixed(s.mean, 2))
+            ),
+            opt_rate(row.decode_tps.as_ref().map(|s| s.mean)),
+            row.ram_delta_bytes
+                .map_or_else(|| MISSING.to_string(), bytes_delta),
+            opt_fixed(row.stability.as_ref().map(|s| s.score), 2),
+            cell(&row.use_case_fit)
+        );
+    }
+    out!(o);
+    out!(
+        o,
+        "TTFT and Tok/s are means over the valid measured trials, on the client's clock; RAM Δ is \
+         the peak minus the baseline memory of the server's processes. Intervals, server-side \
+         rates and trial counts are in the details below; every metric is defined at the end."
+    );
+    out!(o);
+}
+
+fn interval(s: &Option<Summary>, decimals: usize) -> String {
+    match s {
+        None => MISSING.to_string(),
+        Some(s) => match (s.ci_low, s.ci_high) {
+            (Some(lo), Some(hi)) => format!(
+                "{} [{}, {}]",
+                grouped(s.mean, decimals),
+                grouped(lo, decimals),
+                grouped(hi, decimals)
+            ),
+            _ => grouped(s.mean, decimals),
+        },
+    }
+}
+
+fn gates(row: &Row) -> String {
+    let g = &row.gates;
+    format!(
+        "< {} s / > {} / > {}",
+        g.ttft_max_s, g.tok_s_min, g.stability_min
+    )
+}
+
+fn peak_split(row: &Row) -> String {
+    match (row.peak_anon_bytes, row.peak_file_bytes) {
+        (None, None) => MISSING.to_string(),
+        (anon, file) => format!(
+            "{} / {}",
+            anon.map_or_else(|| MISSING.to_string(), bytes),
+            file.map_or_else(|| MISSING.to_string(), bytes)
+        ),
+    }
+}
+
+fn stop_reason(r: StopReason) -> String {
+    match r {
+        StopReason::RamGuard => "RAM guard".to_string(),
+        other => serde_name(&other).replace('_', " "),
+    }
+}
+
+fn details_table(o: &mut String, r: &Report) {
+    out!(o, "## Details");
+    out!(o);
+    out!(
+        o,
+        "| Test | Verdict | Gates: TTFT / tok/s / stability | TTFT s [95 % CI] | Decode tok/s \
+         [95 % CI] | Server decode tok/s | Server prefill tok/s | RAM Δ | Peak anon / file | \
+         Valid / attempted | Stop reason | Load s |"
+    );
+    out!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in &r.rows {
+        out!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+            code(&row.test_name),
+            row.verdict.label(),
+            gates(row),
+            interval(&row.ttft_s, 2),
+            interval(&row.decode_tps, 1),
+            opt_rate(row.decode_tps_server.as_ref().map(|s| s.mean)),
+            opt_rate(row.prefill_tps_server.as_ref().map(|s| s.mean)),
+            row.ram_delta_bytes
+                .map_or_else(|| MISSING.to_string(), bytes_delta),
+            peak_split(row),
+            row.n_valid,
+            row.n_attempted,
+            stop_reason(row.stop_reason),
+            opt_fixed(row.load_s, 2)
+        );
+    }
+    out!(o);
+}
+
+fn reasons(o: &mut String, r: &Report) {
+    out!(o, "## Reasons");
+    out!(o);
+    let listed: Vec<&Row> = r
+        .rows
+        .iter()
+        .filter(|row| {
+            row.verdict != Verdict::Pass
+                || !row.reasons.is_empty()
+                || !row.hardware_notes.is_empty()
+                || row.ram_guard_tripped
+        })
+        .collect();
+    if listed.is_empty() {
+        out!(o, "Every cell passed; no reasons or notes were recorded.");
+        out!(o);
+        return;
+    }
+    for row in listed {
+        out!(o, "### {} — {}", code(&row.test_name), row.verdict.label());
+        out!(o);
+        if row.reasons.is_empty() && row.verdict != Verdict::Pass {
+            out!(o, "- no reason recorded");
+        }
+        for reason in &row.reasons {
+            out!(o, "- {reason}");
+        }
+        if row.ram_guard_tripped {
+            out!(o, "- the RAM guard stopped the cell");
+        }
+        for note in &row.hardware_notes {
+            out!(o, "- hardware note: {note}");
+        }
+        out!(o);
+    }
+}
+
+/// `raw → component`, or `n/a` when the raw measure is missing (too little data).
+fn component(raw: Option<f64>, value: f64, show: fn(f64) -> String) -> String {
+    match raw {
+        Some(raw) => format!("{} → {}", show(raw), fixed(value, 2)),
+        None => "n/a".to_string(),
+    }
+}
+
+fn computation(s: &StabilityBreakdown) -> String {
+    format!(
+        "{} × (0.4·{} + 0.3·{} + 0.3·{})",
+        fixed(s.success_rate, 2),
+        fixed(s.consistency, 2),
+        fixed(s.drift, 2),
+        fixed(s.memory, 2)
+    )
+}
+
+fn stability(o: &mut String, r: &Report) {
+    out!(o, "## Stability components");
+    out!(o);
+    out!(
+        o,
+        "`score = success_rate × (0.4·consistency + 0.3·drift + 0.3·memory)`. Each component is \
+         0–1, 1 being best; a component with too little data (n < 3) counts as 1 and is shown \
+         as n/a. Decode CV, drift and memory growth are the measured values each component is \
+         computed from (definitions at the end)."
+    );
+    out!(o);
+    let rows: Vec<(&Row, &StabilityBreakdown)> = r
+        .rows
+        .iter()
+        .filter_map(|row| row.stability.as_ref().map(|s| (row, s)))
+        .collect();
+    if rows.is_empty() {
+        out!(o, "No cell reached the measured phase.");
+        out!(o);
+        return;
+    }
+    out!(
+        o,
+        "| Test | Score | Success rate | Decode CV → consistency | Decode drift → drift | \
+         Memory growth → memory | Computation |"
+    );
+    out!(o, "|---|---|---|---|---|---|---|");
+    for (row, s) in rows {
+        out!(
+            o,
+            "| {} | {} | {} ({}/{}) | {} | {} | {} | {} |",
+            code(&row.test_name),
+            fixed(s.score, 2),
+            fixed(s.success_rate, 2),
+            row.n_valid,
+            row.n_attempted,
+            component(s.decode_cv, s.consistency, pct),
+            component(s.decode_drift, s.drift, signed_pct),
+            component(s.memory_growth, s.memory, signed_pct),
+            computation(s)
+        );
+    }
+    out!(o);
+}
+
+fn short_digest(d: &str) -> String {
+    let hex = d.strip_prefix("sha256:").unwrap_or(d);
+    hex.chars().take(12).collect()
+}
+
+fn opt_text(x: &Option<String>) -> String {
+    x.as_deref().map_or_else(|| MISSING.to_string(), cell)
+}
+
+fn metadata(o: &mut String, r: &Report) {
+    out!(o, "## Run metadata");
+    out!(o);
+    out!(o, "### Host");
+    out!(o);
+    if r.hosts.is_empty() {
+        out!(o, "No cell recorded host facts.");
+    } else {
+        out!(o, "| Host | CPU | Cores | RAM | OS | Kernel |");
+        out!(o, "|---|---|---|---|---|---|");
+        for h in &r.hosts {
+            let cores = match h.cpu_physical {
+                Some(p) => format!("{} logical, {} physical", h.cpu_logical, p),
+                None => format!("{} logical", h.cpu_logical),
+            };
+            out!(
+                o,
+                "| {} | {} | {} | {} | {} | {} |",
+                cell(&h.hostname),
+                cell(&h.cpu_model),
+                cores,
+                bytes(h.ram_total_bytes),
+                cell(&h.os),
+                cell(&h.kernel)
+            );
+        }
+    }
+    out!(o);
+    out!(o, "### Server and harness");
+    out!(o);
+    for s in &r.servers {
+        out!(
+            o,
+            "- Server {}: version {}",
+            code(&s.address),
+            s.version.as_deref().unwrap_or("unknown (did not answer)")
+        );
+    }
+    if !r.run_ids.is_empty() {
+        let ids: Vec<String> = r.run_ids.iter().map(|id| code(id)).collect();
+        out!(o, "- Run: {}", ids.join(", "));
+    }
+    if let (Some(first), Some(last)) = (&r.first_started_at, &r.last_started_at) {
+        out!(o, "- Cells started from {first} to {last}");
+    }
+    out!(
+        o,
+        "- Harness version: {}",
+        if r.harness_versions.is_empty() {
+            MISSING.to_string()
+        } else {
+            r.harness_versions.join(", ")
+        }
+    );
+    out!(o);
+    out!(o, "### Models");
+    out!(o);
+    out!(
+        o,
+        "| Model | Digest | Quantization | Parameters | Family | Trained context |"
+    );
+    out!(o, "|---|---|---|---|---|---|");
+    for m in &r.models {
+        let digests = if m.digests.is_empty() {
+            MISSING.to_string()
+        } else {
+            m.digests
+                .iter()
+                .map(|d| code(&short_digest(d)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out!(
+            o,
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&m.model),
+            digests,
+            opt_text(&m.quantization),
+            opt_text(&m.parameter_size),
+            opt_text(&m.family),
+            m.trained_context
+                .map_or_else(|| MISSING.to_string(), thousands)
+        );
+    }
+    out!(o);
+    out!(o, "### Options sent");
+    out!(o);
+    out!(o, "| Test | Options | think: false | truncate: false |");
+    out!(o, "|---|---|---|---|");
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    for row in &r.rows {
+        let options = if row.options_sent.is_null() {
+            MISSING.to_string()
+        } else {
+            code(&cell(&row.options_sent.to_string()))
+        };
+        out!(
+            o,
+            "| {} | {} | {} | {} |",
+            code(&row.test_name),
+            options,
+            yes_no(row.think_false_sent),
+            yes_no(row.truncate_false_sent)
+        );
+    }
+    out!(o);
+}
+
+fn fidelity(o: &mut String, r: &Report) {
+    if r.rows.iter().all(|row| row.fidelity.is_empty()) {
+        return;
+    }
+    out!(o, "## Fidelity ratios");
+    out!(o);
+    out!(o, "| Test | Ratio | Value |");
+    out!(o, "|---|---|---|");
+    for row in &r.rows {
+        for f in &row.fidelity {
+            out!(
+                o,
+                "| {} | {} | {} |",
+                code(&row.test_name),
+                code(&f.name),
+                fixed(f.ratio, 3)
+            );
+        }
+    }
+    out!(o);
+}
+
+fn section_title(section: &str) -> &str {
+    match section {
+        "per trial" => "Per trial",
+        "validity" => "Validity",
+        "per cell" => "Per cell",
+        "stability" => "Stability score",
+        "verdict" => "Verdicts",
+        "units" => "Units",
+        other => other,
+    }
+}
+
+fn definitions(o: &mut String) {
+    out!(o, "## Metric definitions");
+    let mut section = "";
+    for d in DEFINITIONS {
+        if d.section != section {
+            section = d.section;
+            out!(o);
+            out!(o, "### {}", section_title(section));
+            out!(o);
+        }
+        out!(o, "- **{}**: {}", d.name, d.text);
+    }
+}

@@ -1,0 +1,374 @@
+//! Unit tests of the report module.
+
+use std::fs;
+use std::path::PathBuf;
+
+use rstest::rstest;
+
+use super::format::{bytes_delta, ctx_label, grouped, thousands};
+use super::*;
+use crate::results::{
+    CellSpec, CellSummaries, HardwareSummary, MemoryFigures, RunMetadata, TrialRecord,
+};
+use crate::stats::summarize;
+
+const GIB: i64 = 1024 * 1024 * 1024;
+const MIB: i64 = 1024 * 1024;
+
+fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
+    let test_name = format!("{name}::ctx_{k}k");
+    let ran = verdict != Verdict::Skipped;
+    let trials: Vec<TrialRecord> = if ran {
+        (0..4)
+            .map(|i| TrialRecord {
+                index: i,
+                kind: Some(if i == 0 {
+                    TrialKind::Warmup
+                } else {
+                    TrialKind::Measured
+                }),
+                valid: verdict != Verdict::Invalid,
+                ..Default::default()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let summaries = if ran && verdict != Verdict::Invalid {
+        CellSummaries {
+            ttft_s: summarize(&[2.0, 2.2, 2.4]),
+            decode_tps: summarize(&[10.0, 10.5, 11.0]),
+            ..Default::default()
+        }
+    } else {
+        CellSummaries::default()
+    };
+    let hardware = if ran {
+        HardwareSummary {
+            samples: 10,
+            rss_delta_bytes: 3 * GIB,
+            peak: MemoryFigures {
+                rss_bytes: 3 * GIB as u64,
+                anon_bytes: Some(2 * GIB as u64),
+                file_bytes: Some(GIB as u64),
+                swap_bytes: None,
+            },
+            ..Default::default()
+        }
+    } else {
+        HardwareSummary::default()
+    };
+    CellResult {
+        format_version: crate::results::FORMAT_VERSION,
+        cell: CellSpec {
+            test_name: test_name.clone(),
+            name: name.to_string(),
+            model: model.to_string(),
+            category: "tools".to_string(),
+            num_ctx: k * 1024,
+            fill_tokens: k * 1000,
+            num_batch: 512,
+            num_thread: 8,
+            num_predict: 128,
+            gates: Gates {
+                ttft_max_s: 30.0,
+                tok_s_min: 1.0,
+                stability_min: 0.5,
+                ram_max_pct: 80.0,
+            },
+            use_case: "code review".to_string(),
+            optional: false,
+            source: "matrix.csv:2".to_string(),
+        },
+        verdict,
+        reasons: match verdict {
+            Verdict::Fail => vec!["ttft_s: mean 40 s above limit 30 s".to_string()],
+            Verdict::Skipped => vec!["server unreachable".to_string()],
+            _ => Vec::new(),
+        },
+        load_s: ran.then_some(1.5),
+        load_wall_s: None,
+        trials,
+        summaries,
+        stop_reason: if ran {
+            StopReason::MaxTrials
+        } else {
+            StopReason::NotStarted
+        },
+        hardware,
+        stability: StabilityBreakdown {
+            score: 0.9,
+            success_rate: 1.0,
+            ..Default::default()
+        },
+        metadata: RunMetadata::default(),
+        fidelity: Vec::new(),
+        wall_s: 1.0,
+    }
+}
+
+fn temp_run(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("o3-report-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn rows_are_ordered_by_model_then_num_ctx_not_lexicographically() {
+    let cells = vec![
+        cell("b-model", "b", 32, Verdict::Pass),
+        cell("a-model", "a", 128, Verdict::Pass),
+        cell("a-model", "a", 16, Verdict::Pass),
+        cell("a-model", "a", 64, Verdict::Pass),
+    ];
+    let report = aggregate(&cells);
+    let names: Vec<&str> = report.rows.iter().map(|r| r.test_name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a::ctx_16k", "a::ctx_64k", "a::ctx_128k", "b::ctx_32k"]
+    );
+    // Input order does not matter.
+    let mut reversed = cells.clone();
+    reversed.reverse();
+    assert_eq!(aggregate(&reversed), report);
+}
+
+#[rstest]
+#[case(-600 * MIB, "-600 MB")]
+#[case(600 * MIB, "+600 MB")]
+#[case(5 * GIB / 2, "+2.50 GB")]
+#[case(-3 * GIB, "-3.00 GB")]
+#[case(GIB, "+1.00 GB")]
+#[case(0, "0 MB")]
+#[case(-1000, "0 MB")]
+fn ram_delta_formatting(#[case] delta: i64, #[case] expected: &str) {
+    assert_eq!(bytes_delta(delta), expected);
+}
+
+#[rstest]
+#[case(65536, "64K")]
+#[case(131072, "128K")]
+#[case(2048, "2K")]
+#[case(3000, "3,000")]
+#[case(512, "512")]
+fn context_labels(#[case] num_ctx: u32, #[case] expected: &str) {
+    assert_eq!(ctx_label(num_ctx), expected);
+}
+
+#[rstest]
+#[case(0, "0")]
+#[case(999, "999")]
+#[case(1000, "1,000")]
+#[case(1234567, "1,234,567")]
+fn thousands_separators(#[case] n: u64, #[case] expected: &str) {
+    assert_eq!(thousands(n), expected);
+}
+
+#[rstest]
+#[case(10720.10056, 1, "10,720.1")]
+#[case(8.44, 1, "8.4")]
+#[case(-1234.5, 2, "-1,234.50")]
+#[case(-0.001, 1, "0.0")]
+#[case(999.96, 1, "1,000.0")]
+fn grouped_numbers(#[case] x: f64, #[case] decimals: usize, #[case] expected: &str) {
+    assert_eq!(grouped(x, decimals), expected);
+}
+
+#[rstest]
+#[case(Verdict::Pass, "complex refactoring", &[], "✅ complex refactoring")]
+#[case(Verdict::Marginal, "complex refactoring", &["decode_tps: interval straddles 6"], "⚠️ complex refactoring (marginal)")]
+#[case(Verdict::Fail, "complex refactoring", &["ttft_s: mean 14.6 s above limit 12 s"], "❌ complex refactoring (fails TTFT)")]
+#[case(Verdict::Fail, "chat", &["stability 0.42 below 0.5 (memory growth)", "decode_tps 3.1 tok/s below 4", "ttft 13 s over 12 s"], "❌ chat (fails TTFT, tok/s, stability)")]
+#[case(Verdict::Fail, "chat", &["RAM 85 % of system memory above 80 %"], "❌ chat (fails RAM)")]
+#[case(Verdict::Fail, "chat", &["something odd"], "❌ chat (fails)")]
+#[case(Verdict::Invalid, "chat", &["truncated"], "— (invalid)")]
+#[case(Verdict::Skipped, "chat", &["server unreachable"], "— (not run)")]
+#[case(Verdict::Pass, "", &[], "✅ pass")]
+fn use_case_fit_per_verdict(
+    #[case] verdict: Verdict,
+    #[case] use_case: &str,
+    #[case] reasons: &[&str],
+    #[case] expected: &str,
+) {
+    let reasons: Vec<String> = reasons.iter().map(|s| s.to_string()).collect();
+    assert_eq!(use_case_fit(verdict, use_case, &reasons), expected);
+}
+
+#[test]
+fn failed_gates_ignore_words_that_only_contain_a_keyword() {
+    let reasons = vec!["parameter count too large for the tokenizer".to_string()];
+    assert!(failed_gates(&reasons).is_empty());
+}
+
+#[test]
+fn missing_values_are_dashes_in_markdown_and_empty_in_csv() {
+    let report = aggregate(&[cell("m", "m", 64, Verdict::Skipped)]);
+    let row = &report.rows[0];
+    assert_eq!(
+        row.ram_delta_bytes, None,
+        "an unsampled cell has no RAM delta"
+    );
+    assert_eq!(
+        row.stability, None,
+        "a cell that never ran has no stability"
+    );
+
+    let md = MarkdownReport.render(&report);
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("| m | 64K"))
+        .expect("summary row");
+    assert_eq!(
+        line,
+        "| m | 64K (fill 64,000) | – | – | – | – | — (not run) |"
+    );
+
+    let csv = CsvReport.render(&report);
+    let mut rdr = ::csv::Reader::from_reader(csv.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    let rec = rdr.records().next().unwrap().unwrap();
+    for column in [
+        "ttft_mean_s",
+        "ttft_ci_low_s",
+        "decode_tps_mean",
+        "ram_delta_bytes",
+        "peak_anon_bytes",
+        "stability",
+        "load_s",
+    ] {
+        let i = headers.iter().position(|h| h == column).unwrap();
+        assert_eq!(&rec[i], "", "{column} should be empty");
+    }
+    let i = headers.iter().position(|h| h == "verdict").unwrap();
+    assert_eq!(&rec[i], "SKIPPED");
+
+    let json: serde_json::Value = serde_json::from_str(&JsonReport.render(&report)).unwrap();
+    assert!(json["rows"][0]["ttft_s"].is_null());
+    assert!(json["rows"][0]["ram_delta_bytes"].is_null());
+}
+
+#[test]
+fn csv_header_is_stable() {
+    let csv = CsvReport.render(&aggregate(&[]));
+    assert_eq!(
+        csv,
+        "test_name,model,num_ctx,fill_tokens,num_batch,num_thread,verdict,use_case,\
+         ttft_mean_s,ttft_ci_low_s,ttft_ci_high_s,decode_tps_mean,decode_tps_ci_low,\
+         decode_tps_ci_high,decode_tps_server_mean,prefill_tps_server_mean,ram_delta_bytes,\
+         peak_anon_bytes,peak_file_bytes,stability,n_valid,n_attempted,stop_reason,load_s\n"
+    );
+}
+
+#[test]
+fn csv_rows_have_raw_numbers() {
+    let report = aggregate(&[cell("m", "m", 64, Verdict::Pass)]);
+    let csv = CsvReport.render(&report);
+    let mut rdr = ::csv::Reader::from_reader(csv.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    let rec = rdr.records().next().unwrap().unwrap();
+    let get = |c: &str| rec[headers.iter().position(|h| h == c).unwrap()].to_string();
+    assert_eq!(get("ram_delta_bytes"), (3 * GIB).to_string());
+    // Raw numbers round-trip exactly.
+    let mean = report.rows[0].ttft_s.as_ref().unwrap().mean;
+    assert_eq!(get("ttft_mean_s").parse::<f64>().unwrap(), mean);
+    assert!((mean - 2.2).abs() < 1e-12);
+    assert_eq!(get("num_ctx"), "65536");
+    assert_eq!(get("n_valid"), "3");
+    assert_eq!(get("n_attempted"), "3");
+    assert_eq!(get("stop_reason"), "max_trials");
+}
+
+#[test]
+fn verdict_counts_and_warmups_are_counted_right() {
+    let report = aggregate(&[
+        cell("m", "m", 8, Verdict::Pass),
+        cell("m", "m", 16, Verdict::Fail),
+        cell("m", "m", 32, Verdict::Invalid),
+        cell("m", "m", 64, Verdict::Skipped),
+    ]);
+    let c = report.verdict_counts;
+    assert_eq!(
+        (c.total, c.pass, c.marginal, c.fail, c.invalid, c.skipped),
+        (4, 1, 0, 1, 1, 1)
+    );
+    let invalid = &report.rows[2];
+    assert_eq!((invalid.n_valid, invalid.n_attempted), (0, 3));
+    assert_eq!(report.rows[1].failed_gates, ["TTFT"]);
+    let md = MarkdownReport.render(&report);
+    assert!(md.contains("4 cells: 1 PASS, 0 MARGINAL, 1 FAIL, 1 INVALID, 1 SKIPPED."));
+    assert!(md.contains("- `m::ctx_64k` — server unreachable"));
+}
+
+#[test]
+fn build_on_an_empty_run_dir_says_no_cells() {
+    let run = temp_run("empty");
+    let paths = build(&run).unwrap();
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "performance_matrix.json",
+            "performance_matrix.csv",
+            "performance_matrix.md"
+        ]
+    );
+    let md = fs::read_to_string(&paths[2]).unwrap();
+    assert!(md.contains("No cells"), "{md}");
+    let csv = fs::read_to_string(&paths[1]).unwrap();
+    assert_eq!(csv.lines().count(), 1, "header only: {csv}");
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&paths[0]).unwrap()).unwrap();
+    assert_eq!(json["generated_from_cells"], 0);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 0);
+    fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn build_writes_atomically_and_leaves_no_temporary_files() {
+    let run = temp_run("atomic");
+    crate::results::write_cell(&run, &cell("m", "m", 64, Verdict::Pass)).unwrap();
+    build(&run).unwrap();
+    // A second build replaces the files in place.
+    crate::results::write_cell(&run, &cell("m", "m", 128, Verdict::Fail)).unwrap();
+    let paths = build(&run).unwrap();
+    let mut names: Vec<String> = fs::read_dir(run.join(REPORT_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "performance_matrix.csv",
+            "performance_matrix.json",
+            "performance_matrix.md"
+        ]
+    );
+    let csv = fs::read_to_string(&paths[1]).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "both cells after the rebuild: {csv}"
+    );
+    fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn build_reports_a_missing_run_dir_and_a_broken_cell_with_paths() {
+    let missing = std::env::temp_dir().join(format!("o3-report-nope-{}", std::process::id()));
+    let err = build(&missing).unwrap_err();
+    assert!(matches!(err, ReportError::NoRunDir { .. }));
+    assert!(err.to_string().contains(&missing.display().to_string()));
+
+    let run = temp_run("broken");
+    fs::create_dir_all(run.join("cells")).unwrap();
+    fs::write(run.join("cells").join("bad.json"), "{not json").unwrap();
+    let err = build(&run).unwrap_err();
+    assert!(matches!(err, ReportError::ReadCells { .. }));
+    assert!(err.to_string().contains("bad.json"), "{err}");
+    fs::remove_dir_all(&run).unwrap();
+}

@@ -1,0 +1,507 @@
+//! Result records: what one cell leaves on disk, and the run directory that holds them.
+//!
+//! Every cell writes `<run>/cells/<file>.json` atomically (write to a temporary file, then
+//! rename), so a killed test never leaves half a JSON behind. Reports are built from these files
+//! only (see [`crate::report`]), never from in-memory state.
+//!
+//! Units are in the field names: `_s` seconds, `_tps` tokens per second, `_bytes` bytes,
+//! `_pct` percent (0–100).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::Summary;
+
+/// Version of the on-disk format of [`CellResult`]. Bumped whenever a field changes meaning.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The harness's own version, recorded in every result.
+pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The outcome of a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Verdict {
+    /// Every gate passed, with the confidence interval clear of each limit.
+    Pass,
+    /// The mean passes every gate but an interval straddles a limit after the maximum trials.
+    Marginal,
+    /// At least one gate failed (measured value vs limit in the reasons).
+    Fail,
+    /// The numbers cannot be trusted (truncation, reload, broken stream, too few valid trials).
+    Invalid,
+    /// The cell could not run here (server unreachable, model not pulled).
+    Skipped,
+}
+
+impl Verdict {
+    /// Upper-case label as used in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Marginal => "MARGINAL",
+            Verdict::Fail => "FAIL",
+            Verdict::Invalid => "INVALID",
+            Verdict::Skipped => "SKIPPED",
+        }
+    }
+}
+
+/// Gates of a cell, from the matrix table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gates {
+    /// TTFT must stay below this (seconds).
+    pub ttft_max_s: f64,
+    /// Client-side decode rate must stay above this (tokens/s).
+    pub tok_s_min: f64,
+    /// Stability score must stay above this (0–1).
+    pub stability_min: f64,
+    /// System RAM use must stay at or below this share of total memory (percent).
+    pub ram_max_pct: f64,
+}
+
+/// The cell as it was specified (a copy of its matrix row, plus where it came from).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellSpec {
+    /// Test name, `<name>::ctx_<K>k`.
+    pub test_name: String,
+    /// Slug used in test names, e.g. `gemma3_tools_27b`.
+    pub name: String,
+    /// Model as the server knows it, e.g. `orieg/gemma3-tools:27b-it-qat`.
+    pub model: String,
+    /// Free-form category from the table (e.g. `tools`, `rag`, `small`).
+    pub category: String,
+    /// Allocated context (`num_ctx`, tokens).
+    pub num_ctx: u32,
+    /// Prompt size the harness fills (tokens).
+    pub fill_tokens: u32,
+    /// `num_batch` load-time option.
+    pub num_batch: u32,
+    /// `num_thread` load-time option.
+    pub num_thread: u32,
+    /// Output token cap per trial (`num_predict`).
+    pub num_predict: u32,
+    /// Gates of this cell.
+    pub gates: Gates,
+    /// Use case this cell speaks for.
+    pub use_case: String,
+    /// Whether the table marks the cell optional (statically ignored unless asked for).
+    pub optional: bool,
+    /// Table file and line the cell came from.
+    pub source: String,
+}
+
+/// Which phase a trial belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialKind {
+    /// Short request that calibrates characters per token; never scored.
+    Calibration,
+    /// Untimed warm-up of the same shape; never scored.
+    Warmup,
+    /// Measured trial.
+    Measured,
+}
+
+/// One request's raw figures and validity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrialRecord {
+    /// 0-based index within the cell (warm-up first).
+    pub index: u32,
+    /// Warm-up or measured.
+    pub kind: Option<TrialKind>,
+    /// Characters of prompt sent.
+    pub prompt_chars: usize,
+    /// Prompt tokens the harness meant to send (from the calibrated characters per token).
+    pub prompt_tokens_intended: u32,
+    /// The server's `prompt_eval_count`.
+    pub prompt_tokens_evaluated: Option<u32>,
+    /// The server's `eval_count`.
+    pub output_tokens: Option<u32>,
+    /// Number of chunks with non-empty answer content.
+    pub content_chunks: u32,
+    /// Number of chunks with non-empty thinking content.
+    pub thinking_chunks: u32,
+    /// Client TTFT: request written → first chunk with answer content (s).
+    pub ttft_s: Option<f64>,
+    /// Client TTFT to the first chunk with any content, thinking included (s).
+    pub ttft_any_s: Option<f64>,
+    /// Client decode rate `(eval_count − 1) / (t_last − t_first)` (tokens/s).
+    pub decode_tps: Option<f64>,
+    /// Server decode rate `eval_count / eval_duration` (tokens/s).
+    pub decode_tps_server: Option<f64>,
+    /// Server prefill rate `prompt_eval_count / prompt_eval_duration` (tokens/s).
+    pub prefill_tps_server: Option<f64>,
+    /// The server's `load_duration` (s).
+    pub load_s: Option<f64>,
+    /// Median gap between consecutive content chunks (s).
+    pub itl_p50_s: Option<f64>,
+    /// 95th percentile gap between consecutive content chunks (s).
+    pub itl_p95_s: Option<f64>,
+    /// Largest gap between consecutive chunks (s).
+    pub itl_max_s: Option<f64>,
+    /// Request start → `done:true` (s).
+    pub e2e_s: Option<f64>,
+    /// The server's `done_reason`.
+    pub done_reason: Option<String>,
+    /// Whether the trial counts. Invalid trials are never scored or gated.
+    pub valid: bool,
+    /// Why the trial does not count (empty when valid).
+    pub invalid_reasons: Vec<String>,
+    /// Runner process id seen during the trial, when found.
+    pub runner_pid: Option<u32>,
+    /// Server process-tree RSS right after the trial (bytes).
+    pub rss_after_bytes: Option<u64>,
+}
+
+/// Summaries of the valid measured trials. Each interval is a 95 % Student-t interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CellSummaries {
+    /// Client TTFT (s).
+    pub ttft_s: Option<Summary>,
+    /// Client TTFT to any content (s).
+    pub ttft_any_s: Option<Summary>,
+    /// Client decode rate (tokens/s).
+    pub decode_tps: Option<Summary>,
+    /// Server decode rate (tokens/s).
+    pub decode_tps_server: Option<Summary>,
+    /// Server prefill rate (tokens/s).
+    pub prefill_tps_server: Option<Summary>,
+    /// Median inter-chunk gap per trial (s).
+    pub itl_p50_s: Option<Summary>,
+    /// 95th percentile inter-chunk gap per trial (s).
+    pub itl_p95_s: Option<Summary>,
+    /// End to end (s).
+    pub e2e_s: Option<Summary>,
+    /// Prompt tokens evaluated by the server.
+    pub prompt_tokens: Option<Summary>,
+    /// Output tokens.
+    pub output_tokens: Option<Summary>,
+}
+
+/// Memory figures of a process set (bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MemoryFigures {
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// Anonymous resident memory (`RssAnon`), when the OS tells.
+    pub anon_bytes: Option<u64>,
+    /// File-backed resident memory (`RssFile`), when the OS tells.
+    pub file_bytes: Option<u64>,
+    /// Swapped-out memory (`VmSwap`), when the OS tells.
+    pub swap_bytes: Option<u64>,
+}
+
+/// What the hardware sampler saw during a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HardwareSummary {
+    /// How the server's processes were found, or why system-wide figures are used instead.
+    pub source: String,
+    /// Process ids that were sampled (server and runners), last seen.
+    pub pids: Vec<u32>,
+    /// Samples taken.
+    pub samples: u64,
+    /// Achieved sampling rate (Hz).
+    pub sample_hz: f64,
+    /// Process-tree memory before the model was loaded.
+    pub baseline: MemoryFigures,
+    /// Process-tree memory at its peak (peak RSS sample).
+    pub peak: MemoryFigures,
+    /// `peak.rss_bytes − baseline.rss_bytes` (may be negative when memory was freed).
+    pub rss_delta_bytes: i64,
+    /// Mean CPU use of the process tree over the cell (percent of one core × cores, 0–100·cores).
+    pub cpu_mean_pct: f64,
+    /// Peak CPU use of the process tree (same unit).
+    pub cpu_peak_pct: f64,
+    /// Total system memory (bytes).
+    pub system_total_bytes: u64,
+    /// System memory in use before the cell (bytes).
+    pub system_baseline_used_bytes: u64,
+    /// Peak system memory in use during the cell (bytes).
+    pub system_peak_used_bytes: u64,
+    /// Peak system memory in use as a share of total (percent).
+    pub system_peak_pct: f64,
+    /// Whether the RAM guard stopped the cell.
+    pub ram_guard_tripped: bool,
+    /// CPU used by the harness's own process while sampling (percent of one core).
+    pub harness_cpu_pct: f64,
+    /// Notes (fallbacks, processes that vanished, …).
+    pub notes: Vec<String>,
+}
+
+/// The named components of the stability score (see [`crate::stability`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StabilityBreakdown {
+    /// The 0–1 score.
+    pub score: f64,
+    /// Valid measured trials / attempted measured trials.
+    pub success_rate: f64,
+    /// Coefficient of variation of client decode rate across valid trials.
+    pub decode_cv: Option<f64>,
+    /// Component from `decode_cv` (0–1).
+    pub consistency: f64,
+    /// Relative change of decode rate across the cell, from a least-squares slope.
+    pub decode_drift: Option<f64>,
+    /// Component from `decode_drift` (0–1).
+    pub drift: f64,
+    /// Relative growth of server RSS from the first to the last measured trial.
+    pub memory_growth: Option<f64>,
+    /// Component from `memory_growth` (0–1).
+    pub memory: f64,
+}
+
+/// Why the sequential trial loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The 95 % intervals of decode tok/s and TTFT are within 5 % of their means.
+    IntervalsTight,
+    /// The intervals already lie clear of every gate.
+    VerdictClear,
+    /// The maximum number of trials was reached.
+    MaxTrials,
+    /// The RAM guard stopped the cell.
+    RamGuard,
+    /// Too many trials were invalid to go on.
+    TooManyInvalid,
+    /// A request failed in a way that ends the cell (server error, timeout).
+    Error,
+    /// The cell never reached the measured phase.
+    NotStarted,
+}
+
+/// Host, server and model facts recorded with every result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RunMetadata {
+    /// Run identifier (directory name).
+    pub run_id: String,
+    /// When the cell started (RFC 3339, UTC).
+    pub started_at: String,
+    /// Harness version.
+    pub harness_version: String,
+    /// Host name.
+    pub hostname: String,
+    /// CPU model string.
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpu_logical: usize,
+    /// Physical cores, when known.
+    pub cpu_physical: Option<usize>,
+    /// Total memory (bytes).
+    pub ram_total_bytes: u64,
+    /// OS name and version.
+    pub os: String,
+    /// Kernel version.
+    pub kernel: String,
+    /// Server address used.
+    pub server: String,
+    /// `/api/version` of the server.
+    pub server_version: Option<String>,
+    /// Model digest from `/api/tags`.
+    pub model_digest: Option<String>,
+    /// Quantization from `/api/show`.
+    pub quantization: Option<String>,
+    /// Parameter size from `/api/show`.
+    pub parameter_size: Option<String>,
+    /// Model family from `/api/show`.
+    pub family: Option<String>,
+    /// Trained context of the model from `/api/show`.
+    pub trained_context: Option<u64>,
+    /// Effective context reported by `/api/ps` after load.
+    pub ps_context_length: Option<u64>,
+    /// Memory the server says the loaded model takes (`/api/ps` `size`, bytes).
+    pub ps_size_bytes: Option<u64>,
+    /// Request options sent on every request of the cell (JSON object).
+    pub options_sent: serde_json::Value,
+    /// Whether `think: false` was sent.
+    pub think_false_sent: bool,
+    /// Whether `truncate: false` was sent.
+    pub truncate_false_sent: bool,
+    /// Calibrated characters per token for this model.
+    pub chars_per_token: Option<f64>,
+    /// Environment variables that shaped the run (`OLLAMA_HOST`, `O3_*`).
+    pub env: Vec<(String, String)>,
+}
+
+/// Everything one cell leaves behind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    /// [`FORMAT_VERSION`] of this record.
+    pub format_version: u32,
+    /// The cell as specified.
+    pub cell: CellSpec,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Reasons for the verdict: each failed gate (measured vs limit), each reason for
+    /// INVALID, why a cell was skipped, and warnings for MARGINAL.
+    pub reasons: Vec<String>,
+    /// Load time of the cell's model with its options (s), from the load request.
+    pub load_s: Option<f64>,
+    /// Client wall time of the load request (s).
+    pub load_wall_s: Option<f64>,
+    /// Every request of the cell: warm-up and measured.
+    pub trials: Vec<TrialRecord>,
+    /// Summaries of the valid measured trials.
+    pub summaries: CellSummaries,
+    /// Why the trial loop stopped.
+    pub stop_reason: StopReason,
+    /// Hardware figures.
+    pub hardware: HardwareSummary,
+    /// Stability score and its components.
+    pub stability: StabilityBreakdown,
+    /// Host, server and model facts.
+    pub metadata: RunMetadata,
+    /// Client/server and harness/reference ratios, when measured (name → ratio).
+    pub fidelity: Vec<(String, f64)>,
+    /// Wall time of the whole cell (s).
+    pub wall_s: f64,
+}
+
+/// Errors of the results module. Every I/O error carries its path.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// Could not create, write or rename a file.
+    #[error("failed to write {path}: {source}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Could not read a file or directory.
+    #[error("failed to read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A result file is not valid JSON of the expected shape.
+    #[error("failed to parse {path}: {source}")]
+    Parse {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+/// File name of a cell's result: the test name with `::` turned into `__`.
+pub fn cell_file_name(test_name: &str) -> String {
+    let safe: String = test_name
+        .replace("::", "__")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.json")
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|source| ResultsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        ResultsError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Writes a cell result to `<run_dir>/cells/<file>.json` atomically and returns the path.
+pub fn write_cell(run_dir: &Path, result: &CellResult) -> Result<PathBuf, ResultsError> {
+    let path = run_dir
+        .join("cells")
+        .join(cell_file_name(&result.cell.test_name));
+    let json = serde_json::to_vec_pretty(result).expect("cell results always serialize");
+    write_atomic(&path, &json)?;
+    Ok(path)
+}
+
+/// Reads every cell result under `<run_dir>/cells/`, sorted by test name. Temporary files
+/// (names starting with `.`) are skipped.
+pub fn read_cells(run_dir: &Path) -> Result<Vec<CellResult>, ResultsError> {
+    let dir = run_dir.join("cells");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ResultsError::Read { path: dir, source }),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ResultsError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|source| ResultsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let result: CellResult =
+            serde_json::from_slice(&bytes).map_err(|source| ResultsError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+        out.push(result);
+    }
+    out.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("gemma3_tools_27b::ctx_128k", "gemma3_tools_27b__ctx_128k.json")]
+    #[case("a b::ctx_2k", "a_b__ctx_2k.json")]
+    fn file_names(#[case] test_name: &str, #[case] expected: &str) {
+        assert_eq!(cell_file_name(test_name), expected);
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("o3-atomic-{}", std::process::id()));
+        let path = dir.join("x.json");
+        write_atomic(&path, b"{}").unwrap();
+        write_atomic(&path, b"[1]").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"[1]");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["x.json".to_string()]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,263 @@
+//! Summaries with confidence intervals, and the two-sample comparison.
+//!
+//! Intervals are Student-t intervals of the mean (statrs), with the confidence level stored
+//! beside every interval.
+
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// Confidence level of every interval the harness reports.
+pub const CONFIDENCE: f64 = 0.95;
+
+/// Summary of a sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Sample size.
+    pub n: usize,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// Sample standard deviation (n − 1); 0 for n = 1.
+    pub std_dev: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Confidence level of the interval (0.95).
+    pub confidence_level: f64,
+    /// Lower bound of the interval of the mean; absent for n < 2.
+    pub ci_low: Option<f64>,
+    /// Upper bound of the interval of the mean; absent for n < 2.
+    pub ci_high: Option<f64>,
+    /// Half-width of the interval relative to the mean (e.g. 0.05 = ±5 %); absent for n < 2.
+    pub rel_half_width: Option<f64>,
+    /// Coefficient of variation `std_dev / mean`; absent for n < 2 or mean 0.
+    pub cv: Option<f64>,
+    /// 95th percentile (nearest rank); absent for n < 20, where it would just be the maximum.
+    pub p95: Option<f64>,
+}
+
+/// Two-sided Student-t critical value for `confidence` with `df` degrees of freedom.
+pub fn t_critical(confidence: f64, df: f64) -> f64 {
+    let t = StudentsT::new(0.0, 1.0, df).expect("df > 0");
+    t.inverse_cdf(1.0 - (1.0 - confidence) / 2.0)
+}
+
+/// Percentile by linear interpolation between closest ranks (`q` in 0–1) of an unsorted sample.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+}
+
+/// Mean of a sample; `None` when empty.
+pub fn mean(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        None
+    } else {
+        Some(values.iter().sum::<f64>() / values.len() as f64)
+    }
+}
+
+/// Sample variance (n − 1); `None` for n < 2.
+pub fn variance(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let m = mean(values)?;
+    Some(values.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64)
+}
+
+/// Summarises a sample; `None` when it is empty or holds a non-finite value.
+pub fn summarize(values: &[f64]) -> Option<Summary> {
+    if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let n = values.len();
+    let mean = mean(values)?;
+    let median = percentile(values, 0.5)?;
+    let std_dev = variance(values).map(f64::sqrt).unwrap_or(0.0);
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (ci_low, ci_high, rel_half_width) = if n >= 2 {
+        let half = t_critical(CONFIDENCE, (n - 1) as f64) * std_dev / (n as f64).sqrt();
+        let rel = if mean != 0.0 {
+            Some(half / mean.abs())
+        } else {
+            None
+        };
+        (Some(mean - half), Some(mean + half), rel)
+    } else {
+        (None, None, None)
+    };
+    let cv = if n >= 2 && mean != 0.0 {
+        Some(std_dev / mean.abs())
+    } else {
+        None
+    };
+    let p95 = if n >= 20 {
+        percentile(values, 0.95)
+    } else {
+        None
+    };
+    Some(Summary {
+        n,
+        mean,
+        median,
+        std_dev,
+        min,
+        max,
+        confidence_level: CONFIDENCE,
+        ci_low,
+        ci_high,
+        rel_half_width,
+        cv,
+        p95,
+    })
+}
+
+/// Result of Welch's two-sample t-test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Welch {
+    /// t statistic of `mean(a) − mean(b)`.
+    pub t: f64,
+    /// Welch–Satterthwaite degrees of freedom.
+    pub df: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+}
+
+/// Welch's t-test of two samples; `None` when either has fewer than 2 values.
+/// Two samples with zero variance give p = 1 when equal in mean and p = 0 otherwise.
+pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
+    let (va, vb) = (variance(a)?, variance(b)?);
+    let (ma, mb) = (mean(a)?, mean(b)?);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let se2 = va / na + vb / nb;
+    if se2 == 0.0 {
+        let p = if ma == mb { 1.0 } else { 0.0 };
+        return Some(Welch {
+            t: if ma == mb { 0.0 } else { f64::INFINITY },
+            df: na + nb - 2.0,
+            p_value: p,
+        });
+    }
+    let t = (ma - mb) / se2.sqrt();
+    let df = se2.powi(2)
+        / ((va / na).powi(2) / (na - 1.0) + (vb / nb).powi(2) / (nb - 1.0));
+    let dist = StudentsT::new(0.0, 1.0, df).expect("df > 0");
+    let p_value = 2.0 * (1.0 - dist.cdf(t.abs()));
+    Some(Welch { t, df, p_value })
+}
+
+/// Least-squares slope of `values` against their index (0, 1, 2, …); `None` for n < 2.
+pub fn slope(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let xm = (n - 1) as f64 / 2.0;
+    let ym = mean(values)?;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, y) in values.iter().enumerate() {
+        let dx = i as f64 - xm;
+        num += dx * (y - ym);
+        den += dx * dx;
+    }
+    Some(num / den)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn summary_of_known_sample() {
+        // Mean 5, sd sqrt(2.5); t(0.975, 4) = 2.776445.
+        let s = summarize(&[3.0, 4.0, 5.0, 6.0, 7.0]).unwrap();
+        assert_eq!(s.n, 5);
+        assert!(close(s.mean, 5.0, 1e-12));
+        assert!(close(s.median, 5.0, 1e-12));
+        assert!(close(s.std_dev, 2.5f64.sqrt(), 1e-12));
+        let half = 2.776445 * 2.5f64.sqrt() / 5f64.sqrt();
+        assert!(close(s.ci_low.unwrap(), 5.0 - half, 1e-5));
+        assert!(close(s.ci_high.unwrap(), 5.0 + half, 1e-5));
+        assert!(close(s.rel_half_width.unwrap(), half / 5.0, 1e-6));
+        assert!(close(s.cv.unwrap(), 2.5f64.sqrt() / 5.0, 1e-12));
+        assert_eq!(s.p95, None);
+        assert_eq!(s.confidence_level, 0.95);
+    }
+
+    #[test]
+    fn single_value_has_no_interval() {
+        let s = summarize(&[2.0]).unwrap();
+        assert_eq!((s.ci_low, s.ci_high, s.cv), (None, None, None));
+        assert_eq!(s.std_dev, 0.0);
+    }
+
+    #[rstest]
+    #[case(&[], None)]
+    #[case(&[f64::NAN, 1.0], None)]
+    fn empty_or_non_finite_is_none(#[case] v: &[f64], #[case] expected: Option<Summary>) {
+        assert_eq!(summarize(v), expected);
+    }
+
+    #[rstest]
+    #[case(&[1.0, 2.0, 3.0, 4.0], 0.5, 2.5)]
+    #[case(&[4.0, 1.0, 3.0, 2.0], 0.0, 1.0)]
+    #[case(&[4.0, 1.0, 3.0, 2.0], 1.0, 4.0)]
+    #[case(&[10.0, 20.0], 0.95, 19.5)]
+    fn percentiles(#[case] v: &[f64], #[case] q: f64, #[case] expected: f64) {
+        assert!(close(percentile(v, q).unwrap(), expected, 1e-12));
+    }
+
+    #[test]
+    fn p95_appears_from_twenty_values() {
+        let v: Vec<f64> = (1..=20).map(f64::from).collect();
+        let s = summarize(&v).unwrap();
+        assert!(close(s.p95.unwrap(), 19.05, 1e-9));
+    }
+
+    #[test]
+    fn welch_matches_reference_values() {
+        // Reference: scipy.stats.ttest_ind(a, b, equal_var=False)
+        // a = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
+        // b = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+        // t = -2.455356, df = 24.9885, p = 0.021378 (computed with scipy 1.x)
+        let a = [
+            27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4,
+        ];
+        let b = [
+            27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4,
+        ];
+        let w = welch(&a, &b).unwrap();
+        assert!(close(w.t, -2.455356, 1e-5), "t = {}", w.t);
+        assert!(close(w.df, 24.9885, 1e-3), "df = {}", w.df);
+        assert!(close(w.p_value, 0.021378, 1e-4), "p = {}", w.p_value);
+    }
+
+    #[test]
+    fn welch_needs_two_values_each() {
+        assert!(welch(&[1.0], &[1.0, 2.0]).is_none());
+    }
+
+    #[rstest]
+    #[case(&[1.0, 2.0, 3.0], 1.0)]
+    #[case(&[5.0, 5.0, 5.0, 5.0], 0.0)]
+    #[case(&[10.0, 8.0, 6.0], -2.0)]
+    fn slopes(#[case] v: &[f64], #[case] expected: f64) {
+        assert!(close(slope(v).unwrap(), expected, 1e-12));
+    }
+}

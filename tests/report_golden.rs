@@ -1,0 +1,313 @@
+//! Golden files of the reports: fixed cell results in `tests/fixtures/report/cells/` are built
+//! into reports, which must match `golden/performance_matrix.{md,csv,json}` byte for byte.
+//!
+//! Update policy (as trybuild's): `O3_GOLDEN=overwrite` rewrites the goldens in place and passes.
+//! Unset, a missing golden is written to `golden/wip/<name>` (gitignored) and the test fails; a
+//! mismatch fails with a line diff and the new output in `golden/wip/<name>`. Any other value of
+//! `O3_GOLDEN` is an error.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use o3_suite::report;
+use rstest::rstest;
+
+/// The variable that selects the update policy.
+const VAR: &str = "O3_GOLDEN";
+
+/// What to do with goldens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Update {
+    /// Compare; write new or differing output to `golden/wip/` and fail.
+    Wip,
+    /// Write the goldens in place and pass.
+    Overwrite,
+}
+
+impl Update {
+    fn parse(value: Option<OsString>) -> Result<Update, String> {
+        match value {
+            None => Ok(Update::Wip),
+            Some(v) if v == "overwrite" => Ok(Update::Overwrite),
+            Some(v) => Err(format!(
+                "unrecognized value of {VAR}: {v:?} is not one of \"overwrite\" (or leave it unset)"
+            )),
+        }
+    }
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Copies the fixture cells into a fresh run directory and returns it.
+fn fixture_run(tag: &str) -> PathBuf {
+    let run = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("report_golden")
+        .join(tag);
+    let _ = fs::remove_dir_all(&run);
+    let cells = run.join("cells");
+    fs::create_dir_all(&cells).unwrap();
+    let fixtures = manifest_dir().join("tests/fixtures/report/cells");
+    let mut copied = 0;
+    for entry in fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            fs::copy(&path, cells.join(path.file_name().unwrap())).unwrap();
+            copied += 1;
+        }
+    }
+    assert!(
+        copied >= 6,
+        "expected the fixture cells in {}",
+        fixtures.display()
+    );
+    run
+}
+
+/// The first differing lines of `expected` and `actual` (LCS line diff, 1-based line numbers),
+/// at most `max` of them.
+fn line_diff(expected: &str, actual: &str, max: usize) -> String {
+    let a: Vec<&str> = expected.lines().collect();
+    let b: Vec<&str> = actual.lines().collect();
+    let mut out = Vec::new();
+    if a.len().saturating_mul(b.len()) > 16_000_000 {
+        // Too big for the table: compare line by line.
+        for i in 0..a.len().max(b.len()) {
+            if a.get(i) != b.get(i) {
+                if let Some(l) = a.get(i) {
+                    out.push(format!("-{:>5} | {l}", i + 1));
+                }
+                if let Some(l) = b.get(i) {
+                    out.push(format!("+{:>5} | {l}", i + 1));
+                }
+            }
+        }
+    } else {
+        // lcs[i][j] = length of the longest common subsequence of a[i..] and b[j..].
+        let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+        for i in (0..a.len()).rev() {
+            for j in (0..b.len()).rev() {
+                lcs[i][j] = if a[i] == b[j] {
+                    lcs[i + 1][j + 1] + 1
+                } else {
+                    lcs[i + 1][j].max(lcs[i][j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            if i < a.len() && j < b.len() && a[i] == b[j] {
+                i += 1;
+                j += 1;
+            } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+                out.push(format!("-{:>5} | {}", i + 1, a[i]));
+                i += 1;
+            } else {
+                out.push(format!("+{:>5} | {}", j + 1, b[j]));
+                j += 1;
+            }
+        }
+    }
+    if expected.ends_with('\n') != actual.ends_with('\n') {
+        out.push("(the files differ in their final newline)".to_string());
+    }
+    let total = out.len();
+    let mut text = String::from("  (- golden line, + new line)\n");
+    for l in out.iter().take(max) {
+        text.push_str("  ");
+        text.push_str(l);
+        text.push('\n');
+    }
+    if total > max {
+        text.push_str(&format!("  … and {} more differing lines\n", total - max));
+    }
+    text
+}
+
+/// Compares `actual` with `golden_dir/name` under `update`; on failure writes `actual` to
+/// `wip_dir/name` and returns a message that says what to do.
+fn check_golden(
+    name: &str,
+    actual: &str,
+    golden_dir: &Path,
+    wip_dir: &Path,
+    update: Update,
+) -> Result<(), String> {
+    let golden = golden_dir.join(name);
+    if update == Update::Overwrite {
+        fs::create_dir_all(golden_dir).unwrap();
+        fs::write(&golden, actual).unwrap();
+        return Ok(());
+    }
+    let write_wip = || {
+        fs::create_dir_all(wip_dir).unwrap();
+        let wip = wip_dir.join(name);
+        fs::write(&wip, actual).unwrap();
+        wip
+    };
+    match fs::read_to_string(&golden) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let wip = write_wip();
+            Err(format!(
+                "golden {} is missing; the new output is in {} — review it, then move it there \
+                 or rerun with {VAR}=overwrite",
+                golden.display(),
+                wip.display()
+            ))
+        }
+        Err(e) => panic!("failed to read golden {}: {e}", golden.display()),
+        Ok(expected) => {
+            let expected = expected.replace("\r\n", "\n");
+            if expected == actual {
+                return Ok(());
+            }
+            let wip = write_wip();
+            Err(format!(
+                "{} differs from its golden {}:\n{}new output: {} (rerun with {VAR}=overwrite to \
+                 accept it)",
+                name,
+                golden.display(),
+                line_diff(&expected, actual, 20),
+                wip.display()
+            ))
+        }
+    }
+}
+
+#[test]
+fn reports_match_goldens() {
+    let update = Update::parse(std::env::var_os(VAR)).unwrap_or_else(|e| panic!("{e}"));
+    let run = fixture_run("goldens");
+    let paths = report::build(&run).expect("build the reports of the fixture run");
+    let golden_dir = manifest_dir().join("golden");
+    let wip_dir = golden_dir.join("wip");
+    let mut names = Vec::new();
+    let mut failures = Vec::new();
+    for path in &paths {
+        assert_eq!(path.parent().unwrap(), run.join(report::REPORT_DIR));
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let actual = fs::read_to_string(path).unwrap();
+        if let Err(e) = check_golden(&name, &actual, &golden_dir, &wip_dir, update) {
+            failures.push(e);
+        }
+        names.push(name);
+    }
+    assert_eq!(
+        names,
+        [
+            "performance_matrix.json",
+            "performance_matrix.csv",
+            "performance_matrix.md"
+        ]
+    );
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn reports_are_deterministic_and_order_independent() {
+    // Two builds of the same cells give the same bytes, and aggregating in any order gives the
+    // same report.
+    let run = fixture_run("determinism");
+    let first: Vec<String> = report::build(&run)
+        .unwrap()
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    let second: Vec<String> = report::build(&run)
+        .unwrap()
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(first, second);
+    let mut cells = o3_suite::results::read_cells(&run).unwrap();
+    let sorted = report::aggregate(&cells);
+    cells.reverse();
+    assert_eq!(report::aggregate(&cells), sorted);
+}
+
+#[test]
+fn fixture_rows_follow_table_order() {
+    let run = fixture_run("order");
+    let cells = o3_suite::results::read_cells(&run).unwrap();
+    let names: Vec<String> = report::aggregate(&cells)
+        .rows
+        .into_iter()
+        .map(|r| r.test_name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "gemma3_tools_27b::ctx_32k",
+            "gemma3_tools_27b::ctx_64k",
+            "gemma3_tools_27b::ctx_128k",
+            "qwen3_coder_30b::ctx_32k",
+            "qwen3_coder_30b::ctx_64k",
+            "qwen3_coder_30b::ctx_256k",
+        ]
+    );
+}
+
+#[rstest]
+#[case(None, Ok(Update::Wip))]
+#[case(Some("overwrite"), Ok(Update::Overwrite))]
+#[case(Some("wip"), Err(()))]
+#[case(Some(""), Err(()))]
+#[case(Some("OVERWRITE"), Err(()))]
+fn update_policy_is_parsed_strictly(
+    #[case] value: Option<&str>,
+    #[case] expected: Result<Update, ()>,
+) {
+    let parsed = Update::parse(value.map(OsString::from));
+    match expected {
+        Ok(u) => assert_eq!(parsed, Ok(u)),
+        Err(()) => {
+            let e = parsed.unwrap_err();
+            assert!(e.contains(VAR) && e.contains("\"overwrite\""), "{e}");
+        }
+    }
+}
+
+#[test]
+fn golden_policy_missing_mismatch_and_overwrite() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report_golden/policy");
+    let _ = fs::remove_dir_all(&root);
+    let (golden, wip) = (root.join("golden"), root.join("golden/wip"));
+
+    // Missing golden: written to wip, and the check fails saying so.
+    let e = check_golden("x.md", "a\nb\n", &golden, &wip, Update::Wip).unwrap_err();
+    assert!(e.contains("missing") && e.contains("wip"), "{e}");
+    assert_eq!(fs::read_to_string(wip.join("x.md")).unwrap(), "a\nb\n");
+    assert!(!golden.join("x.md").exists());
+
+    // Overwrite: written in place, passes; then an equal output passes in wip mode.
+    check_golden("x.md", "a\nb\nc\n", &golden, &wip, Update::Overwrite).unwrap();
+    assert_eq!(
+        fs::read_to_string(golden.join("x.md")).unwrap(),
+        "a\nb\nc\n"
+    );
+    check_golden("x.md", "a\nb\nc\n", &golden, &wip, Update::Wip).unwrap();
+
+    // Mismatch: a diff with line numbers and the new output in wip.
+    let e = check_golden("x.md", "a\nB\nc\n", &golden, &wip, Update::Wip).unwrap_err();
+    let (minus, plus) = (e.find("-    2 | b").unwrap(), e.find("+    2 | B").unwrap());
+    assert!(minus < plus, "golden line first: {e}");
+    assert!(e.contains(&wip.join("x.md").display().to_string()), "{e}");
+    assert_eq!(fs::read_to_string(wip.join("x.md")).unwrap(), "a\nB\nc\n");
+    assert_eq!(
+        fs::read_to_string(golden.join("x.md")).unwrap(),
+        "a\nb\nc\n"
+    );
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn line_diff_shows_insertions_at_their_line_numbers() {
+    let d = line_diff("a\nb\nc\n", "a\nx\nb\nc\n", 10);
+    assert!(d.contains("+    2 | x"), "{d}");
+    assert!(
+        !d.lines().any(|l| l.starts_with("  -")),
+        "only an insertion: {d}"
+    );
+}
