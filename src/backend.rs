@@ -413,14 +413,14 @@ impl OllamaClient {
         }
         serde_json::from_str(&text).map_err(|e| BackendError::Protocol {
             endpoint,
-            detail: format!("not JSON ({e}): {}", text.chars().take(200).collect::<String>()),
+            detail: format!(
+                "not JSON ({e}): {}",
+                text.chars().take(200).collect::<String>()
+            ),
         })
     }
 
-    fn decode<T: for<'de> Deserialize<'de>>(
-        endpoint: &str,
-        v: Value,
-    ) -> Result<T, BackendError> {
+    fn decode<T: for<'de> Deserialize<'de>>(endpoint: &str, v: Value) -> Result<T, BackendError> {
         serde_json::from_value(v).map_err(|e| BackendError::Protocol {
             endpoint: endpoint.into(),
             detail: e.to_string(),
@@ -639,11 +639,10 @@ fn handle_line(
             text.chars().take(200).collect::<String>()
         ),
     })?;
-    let line: Line =
-        serde_json::from_value(value.clone()).map_err(|e| BackendError::Protocol {
-            endpoint: "POST /api/generate".into(),
-            detail: format!("unexpected stream line ({e}): {text}"),
-        })?;
+    let line: Line = serde_json::from_value(value.clone()).map_err(|e| BackendError::Protocol {
+        endpoint: "POST /api/generate".into(),
+        detail: format!("unexpected stream line ({e}): {text}"),
+    })?;
     if let Some(err) = &line.error {
         return Err(BackendError::StreamError {
             message: error_text(err),

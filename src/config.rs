@@ -363,11 +363,7 @@ mod tests {
     #[case("O3_RAM_LIMIT_PCT", "150", "(0, 100]")]
     #[case("O3_SAMPLE_HZ", "1", "from 5 to 100")]
     #[case("O3_RUN_ID", "../x", "without '/'")]
-    fn bad_values_name_the_variable(
-        #[case] var: &str,
-        #[case] value: &str,
-        #[case] allowed: &str,
-    ) {
+    fn bad_values_name_the_variable(#[case] var: &str, #[case] value: &str, #[case] allowed: &str) {
         let e = from(&[(var, value)]).unwrap_err();
         assert_eq!(e.var, var);
         assert!(e.to_string().contains(allowed), "{e}");

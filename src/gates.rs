@@ -38,10 +38,7 @@ pub struct GateCheck {
 
 fn interval(s: &Summary) -> String {
     match (s.ci_low, s.ci_high) {
-        (Some(lo), Some(hi)) => format!(
-            " (95% CI {lo:.2}–{hi:.2}, n={})",
-            s.n
-        ),
+        (Some(lo), Some(hi)) => format!(" (95% CI {lo:.2}–{hi:.2}, n={})", s.n),
         _ => format!(" (n={})", s.n),
     }
 }
@@ -62,7 +59,13 @@ fn check(
             text: format!("{label}: no valid measurement"),
         };
     };
-    let passes = |v: f64| if lower_is_better { v < limit } else { v > limit };
+    let passes = |v: f64| {
+        if lower_is_better {
+            v < limit
+        } else {
+            v > limit
+        }
+    };
     let mean_ok = passes(s.mean);
     // The interval end on the failing side, and on the passing side.
     let (worst, best) = match (s.ci_low, s.ci_high) {
@@ -101,7 +104,14 @@ pub fn check_gates(
 ) -> Vec<GateCheck> {
     let g = &spec.gates;
     let mut out = vec![
-        check("ttft", "TTFT", "s", summaries.ttft_s.as_ref(), g.ttft_max_s, true),
+        check(
+            "ttft",
+            "TTFT",
+            "s",
+            summaries.ttft_s.as_ref(),
+            g.ttft_max_s,
+            true,
+        ),
         check(
             "tok_s",
             "decode",
@@ -114,7 +124,11 @@ pub fn check_gates(
     let st_ok = stability.score > g.stability_min;
     out.push(GateCheck {
         gate: "stability",
-        state: if st_ok { GateState::Pass } else { GateState::Fail },
+        state: if st_ok {
+            GateState::Pass
+        } else {
+            GateState::Fail
+        },
         text: format!(
             "stability {:.2} {} limit {}",
             stability.score,
@@ -321,7 +335,10 @@ mod tests {
         );
         assert_eq!(v, Verdict::Fail);
         assert_eq!(r.len(), 1);
-        assert!(r[0].contains("TTFT mean 9.30 s") && r[0].contains("≥ limit 8 s"), "{r:?}");
+        assert!(
+            r[0].contains("TTFT mean 9.30 s") && r[0].contains("≥ limit 8 s"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -357,7 +374,10 @@ mod tests {
         h.ram_guard_tripped = true;
         let (v, r) = judge(&spec(), &sums(&[], &[]), &stab(0.0), &h, &facts(0, 1));
         assert_eq!(v, Verdict::Fail);
-        assert!(r[0].contains("83.0% > limit 80%; the cell was stopped"), "{r:?}");
+        assert!(
+            r[0].contains("83.0% > limit 80%; the cell was stopped"),
+            "{r:?}"
+        );
     }
 
     #[rstest]
@@ -369,7 +389,10 @@ mod tests {
         f.trial_reasons = vec!["prompt truncated: x".into(), "prompt truncated: x".into()];
         let (v, r) = judge(&spec(), &sums(&[4.0], &[10.0]), &stab(1.0), &hw(10.0), &f);
         assert_eq!(v, Verdict::Invalid);
-        assert!(r[0].starts_with(&format!("only {valid} of {attempted}")), "{r:?}");
+        assert!(
+            r[0].starts_with(&format!("only {valid} of {attempted}")),
+            "{r:?}"
+        );
         assert!(r[0].contains("prompt truncated: x (×2)"), "{r:?}");
     }
 
@@ -393,12 +416,7 @@ mod tests {
     #[case(&[9.0, 9.1, 8.9], &[10.0, 10.1, 9.9], 0.9, true)] // clear fail
     #[case(&[6.5, 7.5, 8.5], &[10.0, 10.1, 9.9], 0.9, false)] // straddles
     #[case(&[4.0, 4.1, 3.9], &[10.0, 10.1, 9.9], 0.5, true)] // stability fails
-    fn clearness(
-        #[case] ttft: &[f64],
-        #[case] tps: &[f64],
-        #[case] st: f64,
-        #[case] clear: bool,
-    ) {
+    fn clearness(#[case] ttft: &[f64], #[case] tps: &[f64], #[case] st: f64, #[case] clear: bool) {
         let checks = check_gates(&spec(), &sums(ttft, tps), &stab(st));
         assert_eq!(verdict_clear(&checks), clear, "{checks:?}");
     }

@@ -222,8 +222,12 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
             )
         };
         let tokens = |col: &str| -> Result<u32, MatrixError> {
-            parse_tokens(get(col))
-                .ok_or_else(|| bad(col, "a whole number ≥ 1, optionally with a K suffix (64K = 65536)"))
+            parse_tokens(get(col)).ok_or_else(|| {
+                bad(
+                    col,
+                    "a whole number ≥ 1, optionally with a K suffix (64K = 65536)",
+                )
+            })
         };
         let count = |col: &str| -> Result<u32, MatrixError> {
             match get(col).parse::<u32>() {
@@ -247,7 +251,10 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
         }
         let model = get("model");
         if model.is_empty() || model.chars().any(char::is_whitespace) {
-            return Err(bad("model", "a model name without spaces, e.g. qwen2.5:3b-instruct"));
+            return Err(bad(
+                "model",
+                "a model name without spaces, e.g. qwen2.5:3b-instruct",
+            ));
         }
         let num_ctx = tokens("num_ctx")?;
         let num_predict = if get("num_predict").is_empty() {
@@ -303,7 +310,9 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
                 Some(line),
                 Some("name"),
                 Some(name),
-                format!("duplicate cell {tname}: line {first} already defines it (name + num_ctx must be unique)"),
+                format!(
+                    "duplicate cell {tname}: line {first} already defines it (name + num_ctx must be unique)"
+                ),
             ));
         }
         cells.push(CellSpec {
@@ -399,7 +408,11 @@ mod tests {
 
     #[test]
     fn empty_fill_means_default() {
-        let cells = p(&table(&["a,m,c,2048,,8,2,30,1,0.5,u", "b,m,c,64K,,8,2,30,1,0.5,u"])).unwrap();
+        let cells = p(&table(&[
+            "a,m,c,2048,,8,2,30,1,0.5,u",
+            "b,m,c,64K,,8,2,30,1,0.5,u",
+        ]))
+        .unwrap();
         assert_eq!(cells[0].fill_tokens, 512);
         assert_eq!(cells[1].fill_tokens, 1024);
     }
@@ -423,11 +436,21 @@ mod tests {
     #[case("a,m,c,2048,100,8,0,30,1,0.5,u", 3, Some("num_thread"), "≥ 1")]
     #[case("a,m,c,2048,100,8,2,0,1,0.5,u", 3, Some("ttft_max_s"), "> 0")]
     #[case("a,m,c,2048,100,8,2,30,x,0.5,u", 3, Some("tok_s_min"), "> 0")]
-    #[case("a,m,c,2048,100,8,2,30,1,1.5,u", 3, Some("stability_min"), "from 0 to 1")]
+    #[case(
+        "a,m,c,2048,100,8,2,30,1,1.5,u",
+        3,
+        Some("stability_min"),
+        "from 0 to 1"
+    )]
     #[case("A-b,m,c,2048,100,8,2,30,1,0.5,u", 3, Some("name"), "slug")]
     #[case("a,,c,2048,100,8,2,30,1,0.5,u", 3, Some("model"), "model name")]
     #[case("a,m,c,2048,100,8,2,30,1,0.5,", 3, Some("use_case"), "use case")]
-    #[case("a,m,c,2048,2000,8,2,30,1,0.5,u", 3, Some("fill_tokens"), "exceeds num_ctx")]
+    #[case(
+        "a,m,c,2048,2000,8,2,30,1,0.5,u",
+        3,
+        Some("fill_tokens"),
+        "exceeds num_ctx"
+    )]
     #[case("a,m,c,2048,100,8,2,30,1,0.5", 3, None, "malformed row")]
     fn bad_rows(
         #[case] row: &str,
@@ -467,13 +490,20 @@ mod tests {
         let e = p("name,model,colour\n").unwrap_err();
         assert_eq!(e.column.as_deref(), Some("colour"));
         assert_eq!(e.line, Some(1));
-        assert!(e.to_string().contains("allowed columns are name, model"), "{e}");
+        assert!(
+            e.to_string().contains("allowed columns are name, model"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_columns() {
         let e = p("name,model\na,m\n").unwrap_err();
-        assert!(e.to_string().contains("missing required column(s): category"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("missing required column(s): category"),
+            "{e}"
+        );
     }
 
     #[rstest]
@@ -482,7 +512,10 @@ mod tests {
     #[case(HEADER)]
     fn empty_tables(#[case] text: &str) {
         let e = p(text).unwrap_err();
-        assert!(e.to_string().contains("empty") || e.to_string().contains("no cells"), "{e}");
+        assert!(
+            e.to_string().contains("empty") || e.to_string().contains("no cells"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -509,7 +542,10 @@ mod tests {
             "gemma3_latest::ctx_128k",
             "gemma3_latest::ctx_256k",
         ] {
-            assert!(names.contains(&expected), "{expected} missing from {names:?}");
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
         }
         assert_eq!(user.len(), 14);
         let optional: Vec<&str> = user
@@ -518,8 +554,15 @@ mod tests {
             .map(|c| c.test_name.as_str())
             .collect();
         assert_eq!(optional, ["qwen25_3b::ctx_256k", "gemma3_latest::ctx_256k"]);
-        let g = &user.iter().find(|c| c.test_name == "gemma3_tools_27b::ctx_64k").unwrap().gates;
-        assert_eq!((g.ttft_max_s, g.tok_s_min, g.stability_min), (8.0, 6.0, 0.8));
+        let g = &user
+            .iter()
+            .find(|c| c.test_name == "gemma3_tools_27b::ctx_64k")
+            .unwrap()
+            .gates;
+        assert_eq!(
+            (g.ttft_max_s, g.tok_s_min, g.stability_min),
+            (8.0, 6.0, 0.8)
+        );
         let reference = load(&root.join("reference.csv"), 80.0).unwrap();
         assert!(reference.len() >= 6);
     }

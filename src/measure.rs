@@ -40,7 +40,7 @@ fn ns_to_s(ns: u64) -> f64 {
 fn base(plan: &TrialPlan) -> TrialRecord {
     TrialRecord {
         index: plan.index,
-        kind: Some(plan.kind),
+        kind: plan.kind,
         prompt_chars: plan.prompt_chars,
         prompt_tokens_intended: plan.intended_tokens,
         valid: false,
@@ -202,9 +202,8 @@ mod tests {
     }
 
     fn normal() -> Completed {
-        let mut events: Vec<StreamEvent> = (0..8)
-            .map(|i| ev(1000 + i * 100, "x", "", false))
-            .collect();
+        let mut events: Vec<StreamEvent> =
+            (0..8).map(|i| ev(1000 + i * 100, "x", "", false)).collect();
         events.push(ev(1750, "", "", true));
         Completed {
             events,
@@ -297,6 +296,9 @@ mod tests {
     fn errors_become_invalid_trials() {
         let r = from_error(&plan(), &BackendError::Incomplete { chunks: 3 });
         assert!(!r.valid);
-        assert_eq!(r.invalid_reasons, ["stream ended without done:true after 3 chunk(s)"]);
+        assert_eq!(
+            r.invalid_reasons,
+            ["stream ended without done:true after 3 chunk(s)"]
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! thread (`o3-monitor`) that reads `/proc` at [`MonitorConfig::sample_hz`]. Every tick it sums
 //! `/proc/<pid>/status` (`VmRSS`, `RssAnon`, `RssFile`, `VmSwap`) over serve and runners, turns
 //! `utime + stime` deltas of `/proc/<pid>/stat` into CPU % of the tree (percent of one core, so two
-//! busy cores are 200 %), reads `/proc/meminfo` (used = `MemTotal − MemAvailable`) and raises the
+//! busy cores are 200 %; the peak is taken over windows of at least 0.5 s because the tick counts
+//! are 10 ms coarse), reads `/proc/meminfo` (used = `MemTotal − MemAvailable`) and raises the
 //! RAM guard flag when system use reaches [`MonitorConfig::ram_limit_pct`]. Runners are
 //! re-resolved about once a second and whenever a sampled process vanishes (the runner pid
 //! changes on every reload). [`Monitor::stop`] joins the thread and returns the
@@ -48,6 +49,10 @@ pub const DEFAULT_SAMPLE_HZ: f64 = 5.0;
 
 /// How often runners are re-resolved even when nothing vanished.
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+/// CPU peaks are taken over windows of at least this length: `utime`/`stime` count in clock
+/// ticks (10 ms), too coarse for a 50 ms interval.
+const PEAK_WINDOW: Duration = Duration::from_millis(500);
 
 /// Notes kept per cell; more are counted, not stored.
 const MAX_NOTES: usize = 32;
@@ -127,6 +132,8 @@ struct Sampler {
     server: Option<Tracked>,
     server_comm: String,
     server_by_name: bool,
+    /// Why system-wide figures are sampled (system mode).
+    fallback_reason: String,
     /// Last server pid ever tracked (for "server pid changed" notes).
     last_server_pid: Option<u32>,
     runners: Vec<Tracked>,
@@ -147,6 +154,10 @@ struct Sampler {
     cpu_pct_s: f64,
     cpu_wall_s: f64,
     cpu_peak_pct: f64,
+    /// The current peak window: percent · seconds, seconds; and how many windows closed.
+    cpu_win_pct_s: f64,
+    cpu_win_s: f64,
+    cpu_windows: u32,
     baseline: MemoryFigures,
     peak: Option<MemoryFigures>,
     system_total_bytes: u64,
@@ -171,6 +182,7 @@ impl Sampler {
             server: None,
             server_comm: String::new(),
             server_by_name: false,
+            fallback_reason: String::new(),
             last_server_pid: None,
             runners: Vec::new(),
             last_runner: None,
@@ -186,6 +198,9 @@ impl Sampler {
             cpu_pct_s: 0.0,
             cpu_wall_s: 0.0,
             cpu_peak_pct: 0.0,
+            cpu_win_pct_s: 0.0,
+            cpu_win_s: 0.0,
+            cpu_windows: 0,
             baseline: MemoryFigures::default(),
             peak: None,
             system_total_bytes: 0,
@@ -212,7 +227,7 @@ impl Sampler {
         };
         if let Some(why) = why_not {
             s.mode = Mode::System;
-            s.server_comm = why;
+            s.fallback_reason = why;
             s.note(
                 "process figures unavailable: tree memory is the system's used memory \
                  (MemTotal − MemAvailable, anon/file unknown) and CPU is system-wide"
@@ -308,26 +323,25 @@ impl Sampler {
         let Some(server) = self.server else {
             return;
         };
-        let found: Vec<(Tracked, u64)> = find_runners(server.pid)
+        let found: Vec<Tracked> = find_runners(server.pid)
             .into_iter()
-            .filter_map(|p| Tracked::of(p).map(|t| (t, t.starttime)))
+            .filter_map(Tracked::of)
             .collect();
         for gone in self.runners.clone() {
-            if !found.iter().any(|(t, _)| *t == gone) {
+            if !found.contains(&gone) {
                 self.note(format!(
                     "runner process {} exited during the cell",
                     gone.pid
                 ));
             }
         }
-        let newest = found.iter().max_by_key(|(_, st)| *st).map(|(t, _)| t.pid);
-        for (t, _) in &found {
+        for t in &found {
             if self.runners.contains(t) {
                 continue;
             }
             if let Some(prev) = self.last_runner
                 && prev != t.pid
-                && !found.iter().any(|(f, _)| f.pid == prev)
+                && !found.iter().any(|f| f.pid == prev)
             {
                 self.note(format!("runner pid changed {prev} → {} (reload)", t.pid));
             }
@@ -336,10 +350,10 @@ impl Sampler {
                 self.seen_runners.push(t.pid);
             }
         }
-        if newest.is_some() {
-            self.last_runner = newest;
+        if let Some(newest) = found.iter().max_by_key(|t| t.starttime) {
+            self.last_runner = Some(newest.pid);
         }
-        self.runners = found.into_iter().map(|(t, _)| t).collect();
+        self.runners = found;
     }
 
     /// Reads memory and CPU ticks of serve + runners. Vanished processes are dropped and noted
@@ -392,13 +406,21 @@ impl Sampler {
         total
     }
 
-    /// Records `busy_pct_s` (percent · seconds) for the interval since the previous reading.
+    /// Records `busy_pct_s` (percent · seconds) for the interval since the previous reading;
+    /// closes a peak window once it spans [`PEAK_WINDOW`].
     fn record_cpu(&mut self, now: Instant, busy_pct_s: f64) {
         let dt = now.duration_since(self.prev_t).as_secs_f64();
         if dt > 0.0 {
             self.cpu_pct_s += busy_pct_s;
             self.cpu_wall_s += dt;
-            self.cpu_peak_pct = self.cpu_peak_pct.max(busy_pct_s / dt);
+            self.cpu_win_pct_s += busy_pct_s;
+            self.cpu_win_s += dt;
+            if self.cpu_win_s >= PEAK_WINDOW.as_secs_f64() {
+                self.cpu_peak_pct = self.cpu_peak_pct.max(self.cpu_win_pct_s / self.cpu_win_s);
+                self.cpu_windows += 1;
+                self.cpu_win_pct_s = 0.0;
+                self.cpu_win_s = 0.0;
+            }
         }
     }
 
@@ -443,7 +465,7 @@ impl Sampler {
 
     fn source(&self) -> String {
         match self.mode {
-            Mode::System => format!("system-wide: {}", self.server_comm),
+            Mode::System => format!("system-wide: {}", self.fallback_reason),
             Mode::Tree => {
                 let server = self.last_server_pid.unwrap_or(0);
                 let how = if self.server_by_name {
@@ -469,6 +491,26 @@ impl Sampler {
                 0.0
             }
         };
+        if self.mode == Mode::Tree && self.seen_runners.is_empty() {
+            let server = self.last_server_pid.unwrap_or(0);
+            self.note(format!(
+                "no runner process (child of pid {server} with --model) seen during the cell; \
+                 the figures cover pid {server} alone"
+            ));
+        }
+        // The last, partial window counts when it is long enough (or the only one); the peak of
+        // any partition of the period is at least its mean.
+        if self.cpu_win_s > 0.0
+            && (self.cpu_windows == 0 || self.cpu_win_s >= PEAK_WINDOW.as_secs_f64() / 2.0)
+        {
+            self.cpu_peak_pct = self.cpu_peak_pct.max(self.cpu_win_pct_s / self.cpu_win_s);
+        }
+        let cpu_mean_pct = if self.cpu_wall_s > 0.0 {
+            self.cpu_pct_s / self.cpu_wall_s
+        } else {
+            0.0
+        };
+        self.cpu_peak_pct = self.cpu_peak_pct.max(cpu_mean_pct);
         if self.notes_dropped > 0 {
             self.notes
                 .push(format!("{} further notes suppressed", self.notes_dropped));
@@ -489,11 +531,7 @@ impl Sampler {
             rss_delta_bytes: clamp_i64(peak.rss_bytes) - clamp_i64(self.baseline.rss_bytes),
             baseline: self.baseline,
             peak,
-            cpu_mean_pct: if self.cpu_wall_s > 0.0 {
-                self.cpu_pct_s / self.cpu_wall_s
-            } else {
-                0.0
-            },
+            cpu_mean_pct,
             cpu_peak_pct: self.cpu_peak_pct,
             system_total_bytes: self.system_total_bytes,
             system_baseline_used_bytes: self.system_baseline_used_bytes,
@@ -618,6 +656,13 @@ impl Monitor {
     /// summarises the cell.
     pub fn stop(mut self) -> HardwareSummary {
         self.finish()
+    }
+
+    /// Sleeps for `d`, then stops (tests and measurements).
+    #[cfg(test)]
+    fn stop_after(self, d: Duration) -> HardwareSummary {
+        std::thread::sleep(d);
+        self.stop()
     }
 
     fn finish(&mut self) -> HardwareSummary {
@@ -775,7 +820,7 @@ mod tests {
             s.peak.rss_bytes as i64 - s.baseline.rss_bytes as i64
         );
         // 0.4 s of CPU on this thread inside a ~1.2 s window.
-        assert!(s.cpu_peak_pct >= 30.0, "peak {} %", s.cpu_peak_pct);
+        assert!(s.cpu_peak_pct >= 20.0, "peak {} %", s.cpu_peak_pct);
         assert!(s.cpu_mean_pct >= 15.0, "mean {} %", s.cpu_mean_pct);
         assert!(s.cpu_peak_pct >= s.cpu_mean_pct);
         assert!(s.system_total_bytes > 0);
@@ -1008,5 +1053,29 @@ mod tests {
             "{}",
             s.source
         );
+    }
+
+    /// Measures the sampler's own CPU cost at 5 and 20 Hz over 5 s each, against the server at
+    /// `O3_MONITOR_URL` (default: a listener in this process). Run with
+    /// `cargo test --lib monitor::tests::sampler_overhead -- --ignored --nocapture`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    #[ignore = "takes 10 s; a measurement, run on demand"]
+    fn sampler_overhead() {
+        let (_l, own) = own_server(5.0, 100.0);
+        let url = std::env::var("O3_MONITOR_URL").unwrap_or(own.base_url);
+        for hz in [5.0, 20.0] {
+            let cfg = MonitorConfig {
+                base_url: url.clone(),
+                sample_hz: hz,
+                ram_limit_pct: 100.0,
+            };
+            let s = Monitor::start(&cfg).stop_after(Duration::from_secs(5));
+            eprintln!(
+                "{hz} Hz on {}: {} samples, {:.2} Hz achieved, sampler CPU {:.3} % of one core",
+                s.source, s.samples, s.sample_hz, s.harness_cpu_pct
+            );
+            assert!(s.harness_cpu_pct < 5.0, "{}", s.harness_cpu_pct);
+        }
     }
 }

@@ -421,10 +421,7 @@ pub fn aggregate(cells: &[CellResult]) -> Report {
 
 /// One row from one cell.
 fn row(c: &CellResult) -> Row {
-    let measured = c
-        .trials
-        .iter()
-        .filter(|t| t.kind != Some(TrialKind::Warmup));
+    let measured = c.trials.iter().filter(|t| t.kind == TrialKind::Measured);
     let n_attempted = measured.clone().count();
     let n_valid = measured.filter(|t| t.valid).count();
     let hw = &c.hardware;

@@ -95,7 +95,7 @@ pub struct CellSpec {
 }
 
 /// Which phase a trial belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum TrialKind {
     /// Short request that calibrates characters per token; never scored.
@@ -103,6 +103,7 @@ pub enum TrialKind {
     /// Untimed warm-up of the same shape; never scored.
     Warmup,
     /// Measured trial.
+    #[default]
     Measured,
 }
 
@@ -111,8 +112,8 @@ pub enum TrialKind {
 pub struct TrialRecord {
     /// 0-based index within the cell (warm-up first).
     pub index: u32,
-    /// Warm-up or measured.
-    pub kind: Option<TrialKind>,
+    /// Calibration, warm-up or measured.
+    pub kind: TrialKind,
     /// Characters of prompt sent.
     pub prompt_chars: usize,
     /// Prompt tokens the harness meant to send (from the calibrated characters per token).

@@ -56,7 +56,11 @@ impl RunEnv {
         let run_id = config
             .run_id
             .clone()
-            .or_else(|| std::env::var("NEXTEST_RUN_ID").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::env::var("NEXTEST_RUN_ID")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or_else(|| {
                 let now = rfc3339(SystemTime::now());
                 // 2026-11-27T09:12:56Z → 20261127-091256
@@ -96,7 +100,10 @@ fn point_latest(results_dir: &Path, run_id: &str) {
 
 /// Formats a time as RFC 3339 UTC with second precision.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -206,7 +213,7 @@ struct Cell<'a> {
     skipped: bool,
     think_false: bool,
     truncate_false: bool,
-    chars_per_token: f64,
+    ratios: workload::Ratios,
 }
 
 impl<'a> Cell<'a> {
@@ -237,7 +244,7 @@ impl<'a> Cell<'a> {
             skipped: false,
             think_false: false,
             truncate_false: false,
-            chars_per_token: workload::INITIAL_CHARS_PER_TOKEN,
+            ratios: workload::Ratios::default(),
         }
     }
 
@@ -250,7 +257,8 @@ impl<'a> Cell<'a> {
     fn request(&self, prompt: String, num_predict: u32) -> GenerateRequest {
         let cfg = &self.env.config;
         // keep_alive covers the longest the cell can take between two requests.
-        let keep_alive_s = (cfg.trial_timeout.as_secs() + cfg.first_chunk_timeout.as_secs()).max(600);
+        let keep_alive_s =
+            (cfg.trial_timeout.as_secs() + cfg.first_chunk_timeout.as_secs()).max(600);
         GenerateRequest {
             model: self.spec.model.clone(),
             prompt,
@@ -388,13 +396,18 @@ impl<'a> Cell<'a> {
             ),
         );
         let t = Instant::now();
-        match self.client.generate(&self.request(String::new(), 1), |_| {}).await {
+        match self
+            .client
+            .generate(&self.request(String::new(), 1), |_| {})
+            .await
+        {
             Ok(c) => {
                 self.load_s = c.metrics.load_duration.map(|ns| ns as f64 / 1e9);
                 self.load_wall_s = Some(t.elapsed().as_secs_f64());
             }
             Err(e) => {
-                self.cell_invalid.push(format!("loading the model failed: {e}"));
+                self.cell_invalid
+                    .push(format!("loading the model failed: {e}"));
                 self.stop_reason = StopReason::Error;
                 return;
             }
@@ -434,57 +447,82 @@ impl<'a> Cell<'a> {
             return;
         }
 
-        // Calibrate characters per token on a short prompt well inside the context.
+        // Calibrate characters per token, for prose and for code, on short prompts well
+        // inside the context.
         let calib_tokens = CALIBRATION_TOKENS
             .min(spec.fill_tokens)
             .min(spec.num_ctx / 4)
             .max(16);
-        let key = format!("{}/{}/calibration", self.env.run_id, spec.test_name);
-        let p = workload::prompt(&key, calib_tokens, self.chars_per_token);
-        let plan = TrialPlan {
-            index: 0,
-            kind: TrialKind::Calibration,
-            prompt_chars: p.text.len(),
-            intended_tokens: p.intended_tokens,
-            num_predict: 1,
-        };
-        match self.client.generate(&self.request(p.text.clone(), 1), |_| {}).await {
-            Ok(c) => {
-                let rec = measure::from_completed(&plan, &c);
-                match c
-                    .metrics
-                    .prompt_eval_count
-                    .and_then(|n| workload::calibrate(p.text.len(), n))
-                {
-                    Some(r) => self.chars_per_token = r,
-                    None => self.reasons.push(format!(
-                        "note: calibration gave an implausible {:?} tokens for {} characters; kept {} characters per token",
-                        c.metrics.prompt_eval_count,
-                        p.text.len(),
-                        self.chars_per_token
-                    )),
+        for (i, kind) in [workload::Kind::Prose, workload::Kind::Code]
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("{}/{}/calibration-{i}", self.env.run_id, spec.test_name);
+            let p = workload::prompt_of(&key, calib_tokens, self.ratios, Some(kind));
+            let plan = TrialPlan {
+                index: self.trials.len() as u32,
+                kind: TrialKind::Calibration,
+                prompt_chars: p.text.len(),
+                intended_tokens: p.intended_tokens,
+                num_predict: 1,
+            };
+            match self
+                .client
+                .generate(&self.request(p.text.clone(), 1), |_| {})
+                .await
+            {
+                Ok(c) => {
+                    match c
+                        .metrics
+                        .prompt_eval_count
+                        .and_then(|n| workload::calibrate(p.text.len(), n))
+                    {
+                        Some(r) if kind == workload::Kind::Prose => self.ratios.prose = r,
+                        Some(r) => self.ratios.code = r,
+                        None => self.reasons.push(format!(
+                            "note: calibration gave an implausible {:?} tokens for {} characters of {kind:?}; kept the default ratio",
+                            c.metrics.prompt_eval_count,
+                            p.text.len(),
+                        )),
+                    }
+                    self.trials.push(measure::from_completed(&plan, &c));
                 }
-                self.trials.push(rec);
-            }
-            Err(e) => {
-                self.trials.push(measure::from_error(&plan, &e));
-                self.cell_invalid.push(format!("calibration request failed: {e}"));
-                self.stop_reason = StopReason::Error;
-                return;
+                Err(e) => {
+                    self.trials.push(measure::from_error(&plan, &e));
+                    self.cell_invalid
+                        .push(format!("calibration request failed: {e}"));
+                    self.stop_reason = StopReason::Error;
+                    return;
+                }
             }
         }
 
+        let (chars, tokens) = self
+            .trials
+            .iter()
+            .filter(|t| t.kind == TrialKind::Calibration)
+            .fold((0usize, 0u64), |(c, n), t| {
+                (
+                    c + t.prompt_chars,
+                    n + u64::from(t.prompt_tokens_evaluated.unwrap_or(0)),
+                )
+            });
+        self.meta.chars_per_token = workload::calibrate(chars, tokens);
+
         // Warm-up of the same shape; refines the calibration at the real size.
         let key = format!("{}/{}/warmup", self.env.run_id, spec.test_name);
-        let p = workload::prompt(&key, spec.fill_tokens, self.chars_per_token);
+        let p = workload::prompt(&key, spec.fill_tokens, self.ratios);
         let plan = TrialPlan {
-            index: 1,
+            index: self.trials.len() as u32,
             kind: TrialKind::Warmup,
             prompt_chars: p.text.len(),
             intended_tokens: p.intended_tokens,
             num_predict: spec.num_predict,
         };
-        progress(spec, &format!("warm-up ({} prompt tokens)", spec.fill_tokens));
+        progress(
+            spec,
+            &format!("warm-up ({} prompt tokens)", spec.fill_tokens),
+        );
         match self
             .client
             .generate(&self.request(p.text.clone(), spec.num_predict), |_| {})
@@ -493,12 +531,11 @@ impl<'a> Cell<'a> {
             Ok(c) => {
                 let rec = measure::from_completed(&plan, &c);
                 if let Some(n) = c.metrics.prompt_eval_count {
-                    let ratio = n as f64 / spec.fill_tokens as f64;
+                    let factor = p.estimated_tokens / n as f64;
                     // Refine only from a prompt that was not cut (close to the intended size).
-                    if (0.75..=1.33).contains(&ratio)
-                        && let Some(r) = workload::calibrate(p.text.len(), n)
-                    {
-                        self.chars_per_token = r;
+                    if (0.75..=1.33).contains(&factor) {
+                        self.ratios = self.ratios.scaled(factor);
+                        self.meta.chars_per_token = workload::calibrate(p.text.len(), n);
                     }
                 }
                 self.trials.push(rec);
@@ -506,13 +543,13 @@ impl<'a> Cell<'a> {
             Err(e) => {
                 self.trials.push(measure::from_error(&plan, &e));
                 if matches!(e, BackendError::Http { .. } | BackendError::Timeout { .. }) {
-                    self.cell_invalid.push(format!("warm-up request failed: {e}"));
+                    self.cell_invalid
+                        .push(format!("warm-up request failed: {e}"));
                     self.stop_reason = StopReason::Error;
                     return;
                 }
             }
         }
-        self.meta.chars_per_token = Some(self.chars_per_token);
 
         // Measured trials, sequentially, until the stopping rule is met.
         let mut consecutive_failures = 0;
@@ -524,10 +561,10 @@ impl<'a> Cell<'a> {
                 progress(spec, "RAM guard tripped: stopping the cell");
                 break;
             }
-            let index = 2 + measured;
+            let index = self.trials.len() as u32;
             measured += 1;
             let key = format!("{}/{}/trial-{measured}", self.env.run_id, spec.test_name);
-            let p = workload::prompt(&key, spec.fill_tokens, self.chars_per_token);
+            let p = workload::prompt(&key, spec.fill_tokens, self.ratios);
             let plan = TrialPlan {
                 index,
                 kind: TrialKind::Measured,
@@ -562,7 +599,8 @@ impl<'a> Cell<'a> {
                     fmt_opt(rec.decode_tps, 1),
                     fmt_opt(rec.decode_tps_server, 1),
                     fmt_opt(rec.prefill_tps_server, 0),
-                    rec.prompt_tokens_evaluated.map_or("–".into(), |v| v.to_string()),
+                    rec.prompt_tokens_evaluated
+                        .map_or("–".into(), |v| v.to_string()),
                     rec.prompt_tokens_intended,
                     if rec.valid {
                         String::new()
@@ -613,9 +651,7 @@ impl<'a> Cell<'a> {
     }
 
     fn measured(&self) -> impl Iterator<Item = &TrialRecord> {
-        self.trials
-            .iter()
-            .filter(|t| t.kind == Some(TrialKind::Measured))
+        self.trials.iter().filter(|t| t.kind == TrialKind::Measured)
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -701,7 +737,7 @@ pub fn mean_of(result: &CellResult, f: impl Fn(&TrialRecord) -> Option<f64>) -> 
     let v: Vec<f64> = result
         .trials
         .iter()
-        .filter(|t| t.kind == Some(TrialKind::Measured) && t.valid)
+        .filter(|t| t.kind == TrialKind::Measured && t.valid)
         .filter_map(f)
         .collect();
     stats::mean(&v)

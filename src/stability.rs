@@ -46,7 +46,7 @@ fn clamp01(x: f64) -> f64 {
 pub fn score(trials: &[TrialRecord]) -> StabilityBreakdown {
     let measured: Vec<&TrialRecord> = trials
         .iter()
-        .filter(|t| t.kind == Some(TrialKind::Measured))
+        .filter(|t| t.kind == TrialKind::Measured)
         .collect();
     let attempted = measured.len();
     let valid: Vec<&TrialRecord> = measured.iter().copied().filter(|t| t.valid).collect();
@@ -98,7 +98,7 @@ mod tests {
 
     fn t(decode: f64, rss: u64, valid: bool) -> TrialRecord {
         TrialRecord {
-            kind: Some(TrialKind::Measured),
+            kind: TrialKind::Measured,
             decode_tps: Some(decode),
             rss_after_bytes: Some(rss),
             valid,
@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn too_few_trials_leave_components_absent() {
         let s = score(&[t(10.0, 1000, true), t(5.0, 2000, true)]);
-        assert_eq!((s.decode_cv, s.decode_drift, s.memory_growth), (None, None, None));
+        assert_eq!(
+            (s.decode_cv, s.decode_drift, s.memory_growth),
+            (None, None, None)
+        );
         assert!(close(s.score, 1.0));
     }
 
@@ -156,7 +159,7 @@ mod tests {
     fn no_measured_trials_scores_zero() {
         assert!(close(score(&[]).score, 0.0));
         let warm = TrialRecord {
-            kind: Some(TrialKind::Warmup),
+            kind: TrialKind::Warmup,
             valid: true,
             ..TrialRecord::default()
         };

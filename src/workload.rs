@@ -2,18 +2,41 @@
 //! code-like text), each with a unique start so no prompt cache can serve it.
 //!
 //! The harness cannot tokenize for every model, so it sizes prompts in characters and
-//! calibrates characters per token from the server's own `prompt_eval_count`, per model.
+//! calibrates characters per token from the server's own `prompt_eval_count`, per model and
+//! per kind of text (prose and code tokenize at different rates, so a window of the corpus is
+//! sized from its own mix).
+
+/// The kind of a corpus paragraph: the two kinds tokenize at different rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// English prose (`harness/corpus/prose.txt`).
+    Prose,
+    /// Code-like text (`harness/corpus/code.txt`).
+    Code,
+}
+
+/// One paragraph of the corpus, with the blank line that ends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// The text.
+    pub text: String,
+    /// Its kind.
+    pub kind: Kind,
+}
 
 /// The corpus: prose and code paragraphs interleaved, so any window holds both kinds.
-pub static CORPUS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let prose: Vec<&str> = paragraphs(include_str!("../harness/corpus/prose.txt"));
-    let code: Vec<&str> = paragraphs(include_str!("../harness/corpus/code.txt"));
-    let mut out = String::new();
-    let n = prose.len().max(code.len());
-    for i in 0..n {
-        for part in [prose.get(i), code.get(i)].into_iter().flatten() {
-            out.push_str(part);
-            out.push_str("\n\n");
+pub static CORPUS: std::sync::LazyLock<Vec<Segment>> = std::sync::LazyLock::new(|| {
+    let prose = paragraphs(include_str!("../harness/corpus/prose.txt"));
+    let code = paragraphs(include_str!("../harness/corpus/code.txt"));
+    let mut out = Vec::new();
+    for i in 0..prose.len().max(code.len()) {
+        for (part, kind) in [(prose.get(i), Kind::Prose), (code.get(i), Kind::Code)] {
+            if let Some(p) = part {
+                out.push(Segment {
+                    text: format!("{p}\n\n"),
+                    kind,
+                });
+            }
         }
     }
     out
@@ -26,8 +49,41 @@ fn paragraphs(text: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Characters per token assumed before a model has been calibrated.
-pub const INITIAL_CHARS_PER_TOKEN: f64 = 3.5;
+/// Characters per token of each kind of text, for one model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratios {
+    /// Characters per token of prose.
+    pub prose: f64,
+    /// Characters per token of code.
+    pub code: f64,
+}
+
+impl Default for Ratios {
+    /// The guess before a model has been calibrated.
+    fn default() -> Self {
+        Ratios {
+            prose: 4.2,
+            code: 3.0,
+        }
+    }
+}
+
+impl Ratios {
+    fn of(&self, kind: Kind) -> f64 {
+        match kind {
+            Kind::Prose => self.prose,
+            Kind::Code => self.code,
+        }
+    }
+
+    /// Both ratios scaled by `factor` (e.g. estimated / counted tokens of a real prompt).
+    pub fn scaled(&self, factor: f64) -> Ratios {
+        Ratios {
+            prose: self.prose * factor,
+            code: self.code * factor,
+        }
+    }
+}
 
 /// Plausible range of characters per token; a calibration outside it is refused.
 pub const CHARS_PER_TOKEN_RANGE: (f64, f64) = (1.0, 12.0);
@@ -39,6 +95,8 @@ pub struct Prompt {
     pub text: String,
     /// Tokens it is meant to hold.
     pub intended_tokens: u32,
+    /// Tokens the ratios predict for `text` (close to `intended_tokens`).
+    pub estimated_tokens: f64,
 }
 
 /// FNV-1a, for a stable offset per prompt key.
@@ -51,41 +109,49 @@ fn fnv1a(s: &str) -> u64 {
     h
 }
 
-/// Builds a prompt of about `tokens` tokens at `chars_per_token`, starting with a line unique
-/// to `key` (run, cell, trial) and continuing with corpus text from an offset chosen by `key`.
-pub fn prompt(key: &str, tokens: u32, chars_per_token: f64) -> Prompt {
-    let corpus: &str = &CORPUS;
-    let head = format!("[session {key:?} {:016x}]\n", fnv1a(key));
-    let target_chars = (tokens as f64 * chars_per_token).round() as usize;
-    let body_chars = target_chars.saturating_sub(head.len());
-    // Start at a paragraph boundary chosen by the key.
-    let starts: Vec<usize> = std::iter::once(0)
-        .chain(corpus.match_indices("\n\n").map(|(i, _)| i + 2))
-        .filter(|&i| i < corpus.len())
+/// Builds a prompt of about `tokens` tokens: a first line unique to `key` (run, cell, trial),
+/// then corpus paragraphs from an offset chosen by `key` (of `only` one kind, when given), each
+/// counted at its kind's ratio, the last one cut to land on the target.
+pub fn prompt_of(key: &str, tokens: u32, ratios: Ratios, only: Option<Kind>) -> Prompt {
+    let segments: Vec<&Segment> = CORPUS
+        .iter()
+        .filter(|s| only.is_none_or(|k| s.kind == k))
         .collect();
-    let mut pos = starts[(fnv1a(key) as usize) % starts.len()];
+    // The part unique to the key comes first: a prompt cache matches the longest shared
+    // prefix, so even the first tokens must differ between trials.
+    let head = format!("[{:016x} session {key:?}]\n", fnv1a(key));
+    let target = tokens as f64;
+    let mut est = head.len() as f64 / ratios.code;
     let mut text = head;
-    let mut left = body_chars;
-    while left > 0 {
-        let rest = &corpus[pos..];
-        if rest.len() <= left {
-            text.push_str(rest);
-            left -= rest.len();
-            pos = 0;
+    let mut i = (fnv1a(key) as usize) % segments.len();
+    while est < target - 0.5 {
+        let seg = segments[i % segments.len()];
+        let r = ratios.of(seg.kind);
+        let seg_tokens = seg.text.len() as f64 / r;
+        if est + seg_tokens <= target {
+            text.push_str(&seg.text);
+            est += seg_tokens;
         } else {
-            // Cut on a char boundary at or below `left`.
-            let mut cut = left;
-            while !rest.is_char_boundary(cut) {
+            let mut cut = (((target - est) * r).round() as usize).min(seg.text.len());
+            while !seg.text.is_char_boundary(cut) {
                 cut -= 1;
             }
-            text.push_str(&rest[..cut]);
-            left = 0;
+            text.push_str(&seg.text[..cut]);
+            est += cut as f64 / r;
+            break;
         }
+        i += 1;
     }
     Prompt {
         text,
         intended_tokens: tokens,
+        estimated_tokens: est,
     }
+}
+
+/// A prompt of mixed prose and code (see [`prompt_of`]).
+pub fn prompt(key: &str, tokens: u32, ratios: Ratios) -> Prompt {
+    prompt_of(key, tokens, ratios, None)
 }
 
 /// Characters per token implied by a prompt of `chars` characters that the server counted as
@@ -105,34 +171,64 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
+    fn total(kind: Kind) -> usize {
+        CORPUS
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.text.len())
+            .sum()
+    }
+
     #[test]
     fn corpus_has_prose_and_code() {
-        assert!(CORPUS.contains("lighthouse keeper"));
-        assert!(CORPUS.contains("pub fn reserve"));
-        assert!(CORPUS.len() > 15_000);
+        let all: String = CORPUS.iter().map(|s| s.text.as_str()).collect();
+        assert!(all.contains("lighthouse keeper"));
+        assert!(all.contains("pub fn reserve"));
+        assert!(total(Kind::Prose) > 7_000 && total(Kind::Code) > 7_000);
     }
 
     #[rstest]
-    #[case(100, 3.5)]
-    #[case(1024, 4.0)]
-    #[case(20_000, 3.2)]
-    fn prompts_hit_their_size(#[case] tokens: u32, #[case] cpt: f64) {
-        let p = prompt("run/cell/trial-1", tokens, cpt);
-        let target = (tokens as f64 * cpt).round() as usize;
-        assert!(p.text.len().abs_diff(target) <= 4, "{} vs {target}", p.text.len());
+    #[case(100)]
+    #[case(1024)]
+    #[case(20_000)]
+    fn prompts_hit_their_estimated_size(#[case] tokens: u32) {
+        let r = Ratios {
+            prose: 4.0,
+            code: 3.0,
+        };
+        let p = prompt("run/cell/trial-1", tokens, r);
+        assert!((p.estimated_tokens - tokens as f64).abs() <= 1.0, "{p:?}");
         assert_eq!(p.intended_tokens, tokens);
+        // The text really is what the estimate says: prose at 4, code at 3 characters a token.
+        assert!(p.text.len() as f64 >= tokens as f64 * 3.0 - 4.0);
+        assert!(p.text.len() as f64 <= tokens as f64 * 4.0 + 4.0);
+    }
+
+    #[test]
+    fn single_kind_prompts() {
+        let r = Ratios::default();
+        let p = prompt_of("k", 300, r, Some(Kind::Code));
+        assert!(p.text.contains("fn ") || p.text.contains("def ") || p.text.contains("SELECT"));
+        assert!(!p.text.contains("lighthouse"));
+        assert!((p.text.len() as f64 - 300.0 * r.code).abs() < 40.0);
     }
 
     #[test]
     fn prompts_start_uniquely() {
-        let a = prompt("run1/cell/0", 500, 3.5);
-        let b = prompt("run1/cell/1", 500, 3.5);
+        let r = Ratios::default();
+        let a = prompt("run1/cell/0", 500, r);
+        let b = prompt("run1/cell/1", 500, r);
         assert_ne!(a.text, b.text);
         // The very first line differs, so no prefix cache can match past the first tokens.
-        let first = |p: &Prompt| p.text.lines().next().unwrap().to_string();
-        assert_ne!(first(&a), first(&b));
+        assert_ne!(
+            a.text[..8],
+            b.text[..8],
+            "{:?} vs {:?}",
+            &a.text[..40],
+            &b.text[..40]
+        );
         // Same key, same prompt (reproducible).
-        assert_eq!(a, prompt("run1/cell/0", 500, 3.5));
+        assert_eq!(a, prompt("run1/cell/0", 500, r));
     }
 
     #[rstest]

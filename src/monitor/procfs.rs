@@ -561,6 +561,7 @@ Cached:          2000000 kB
         assert_eq!(parse_schedstat(""), None);
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn live_readers_on_this_process() {
         let me = std::process::id();

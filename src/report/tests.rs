@@ -22,11 +22,11 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
         (0..4)
             .map(|i| TrialRecord {
                 index: i,
-                kind: Some(if i == 0 {
+                kind: if i == 0 {
                     TrialKind::Warmup
                 } else {
                     TrialKind::Measured
-                }),
+                },
                 valid: verdict != Verdict::Invalid,
                 ..Default::default()
             })

@@ -135,44 +135,68 @@ async fn version() -> Response {
     axum::Json(json!({ "version": VERSION })).into_response()
 }
 
+#[derive(Serialize)]
+struct ModelList<T> {
+    models: Vec<T>,
+}
+
+/// `/api/tags` entry, in Ollama's field order.
+#[derive(Serialize)]
+struct TagModel<'a> {
+    name: &'a str,
+    model: &'a str,
+    modified_at: String,
+    size: u64,
+    digest: &'a str,
+    details: &'a crate::models::Details,
+}
+
+/// `/api/ps` entry, in Ollama's field order.
+#[derive(Serialize)]
+struct PsModel<'a> {
+    name: &'a str,
+    model: &'a str,
+    size: u64,
+    digest: &'a str,
+    details: &'a crate::models::Details,
+    expires_at: String,
+    size_vram: u64,
+    context_length: u32,
+}
+
 async fn tags(State(st): State<AppState>) -> Response {
-    let models: Vec<Value> = st
+    let models: Vec<TagModel> = st
         .registry
         .models
         .iter()
-        .map(|m| {
-            json!({
-                "name": m.name,
-                "model": m.name,
-                "modified_at": rfc3339(m.modified),
-                "size": m.size,
-                "digest": m.digest,
-                "details": m.details,
-            })
+        .map(|m| TagModel {
+            name: &m.name,
+            model: &m.name,
+            modified_at: rfc3339(m.modified),
+            size: m.size,
+            digest: &m.digest,
+            details: &m.details,
         })
         .collect();
-    axum::Json(json!({ "models": models })).into_response()
+    axum::Json(ModelList { models }).into_response()
 }
 
 async fn ps(State(st): State<AppState>) -> Response {
-    let models: Vec<Value> = st
-        .sched
-        .loaded()
+    let loaded = st.sched.loaded();
+    let models: Vec<PsModel> = loaded
         .iter()
-        .map(|l| {
-            json!({
-                "name": l.model.name,
-                "model": l.model.name,
-                "size": l.runner.memory_size(),
-                "digest": l.model.digest,
-                "details": l.model.details,
-                "expires_at": rfc3339(l.expires_at()),
-                "size_vram": 0,
-                "context_length": l.opts.num_ctx,
-            })
+        .map(|l| PsModel {
+            name: &l.model.name,
+            model: &l.model.name,
+            size: l.runner.memory_size(),
+            digest: &l.model.digest,
+            details: &l.model.details,
+            expires_at: rfc3339(l.expires_at()),
+            size_vram: 0,
+            context_length: l.opts.num_ctx,
         })
         .collect();
-    axum::Json(json!({ "models": models })).into_response()
+    axum::Json(ModelList { models }).into_response()
 }
 
 #[derive(Deserialize)]
@@ -643,21 +667,23 @@ async fn runner_post(
     body: &Value,
 ) -> Result<Value, ApiError> {
     let url = format!("{}{path}", lease.loaded.runner.base_url);
-    let died = || {
-        lease.loaded.runner.exit_status().map(|s| {
-            ApiError::internal(format!(
-                "llama-server process has terminated: {s}: {}",
-                lease.loaded.runner.error_summary()
-            ))
-        })
-    };
-    let resp = http
+    let resp = match http
         .post(&url)
         .timeout(Duration::from_secs(300))
         .json(body)
         .send()
         .await
-        .map_err(|e| died().unwrap_or_else(|| ApiError::internal(format!("{path}: {e}"))))?;
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let why = lease
+                .loaded
+                .runner
+                .failure_reason(format!("{path}: {e}"))
+                .await;
+            return Err(ApiError::internal(why));
+        }
+    };
     let status = resp.status();
     let text = resp
         .text()
@@ -891,15 +917,17 @@ async fn run_job(st: &AppState, job: Job, source: PromptSource) -> Result<Respon
     }
 
     let url = format!("{}/completion", lease.loaded.runner.base_url);
-    let resp = http.post(&url).json(&body).send().await.map_err(|e| {
-        match lease.loaded.runner.exit_status() {
-            Some(s) => ApiError::internal(format!(
-                "llama-server process has terminated: {s}: {}",
-                lease.loaded.runner.error_summary()
-            )),
-            None => ApiError::internal(format!("/completion: {e}")),
+    let resp = match http.post(&url).json(&body).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = lease
+                .loaded
+                .runner
+                .failure_reason(format!("/completion: {e}"))
+                .await;
+            return Err(ApiError::internal(why));
         }
-    })?;
+    };
     if !resp.status().is_success() {
         let status = StatusCode::from_u16(resp.status().as_u16())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -915,14 +943,6 @@ async fn run_job(st: &AppState, job: Job, source: PromptSource) -> Result<Respon
     let model = job.req_model.clone();
     let kind = job.kind;
     let t0 = job.t0;
-    let dead = |lease: &Lease, why: String| match lease.loaded.runner.exit_status() {
-        Some(s) => format!(
-            "llama-server process has terminated: {s}: {}",
-            lease.loaded.runner.error_summary()
-        ),
-        None => why,
-    };
-
     if !job.stream {
         let mut text = String::new();
         loop {
@@ -935,12 +955,21 @@ async fn run_job(st: &AppState, job: Job, source: PromptSource) -> Result<Respon
                     drop(lease);
                     return Ok(json_response(StatusCode::OK, &line, &model));
                 }
-                Some(Event::Error(e)) => return Err(ApiError::internal(dead(&lease, e))),
+                Some(Event::Error(e)) => {
+                    return Err(ApiError::internal(
+                        lease.loaded.runner.failure_reason(e).await,
+                    ));
+                }
                 None => {
-                    return Err(ApiError::internal(dead(
-                        &lease,
-                        "runner closed the stream without a final result".into(),
-                    )));
+                    return Err(ApiError::internal(
+                        lease
+                            .loaded
+                            .runner
+                            .failure_reason(
+                                "runner closed the stream without a final result".into(),
+                            )
+                            .await,
+                    ));
                 }
             }
         }
@@ -981,12 +1010,19 @@ async fn run_job(st: &AppState, job: Job, source: PromptSource) -> Result<Respon
                     &model,
                 ));
             }
-            Some(Event::Error(e)) => return Err(ApiError::internal(dead(&lease, e))),
+            Some(Event::Error(e)) => {
+                return Err(ApiError::internal(
+                    lease.loaded.runner.failure_reason(e).await,
+                ));
+            }
             None => {
-                return Err(ApiError::internal(dead(
-                    &lease,
-                    "runner closed the stream before the first token".into(),
-                )));
+                return Err(ApiError::internal(
+                    lease
+                        .loaded
+                        .runner
+                        .failure_reason("runner closed the stream before the first token".into())
+                        .await,
+                ));
             }
         }
     };
@@ -1022,13 +1058,17 @@ async fn run_job(st: &AppState, job: Job, source: PromptSource) -> Result<Respon
                     break;
                 }
                 Some(Event::Error(e)) => {
-                    let why = dead(&lease, e);
+                    let why = lease.loaded.runner.failure_reason(e).await;
                     log!("ERROR", "stream failed model={model}: {why}");
                     let _ = tx.send(mid_stream_error(&why)).await;
                     break;
                 }
                 None => {
-                    let why = dead(&lease, "runner closed the stream unexpectedly".into());
+                    let why = lease
+                        .loaded
+                        .runner
+                        .failure_reason("runner closed the stream unexpectedly".into())
+                        .await;
                     log!("ERROR", "stream failed model={model}: {why}");
                     let _ = tx.send(mid_stream_error(&why)).await;
                     break;

@@ -154,7 +154,8 @@ pub fn parse(
             | "--max-loaded"
             | "--default-keep-alive"
             | "--load-timeout"
-            | "--log-dir" => {}
+            | "--log-dir"
+            | "--runner-arg" => {}
             _ => return Err(ConfigError::Unknown(arg)),
         }
         let value = match inline {

@@ -388,6 +388,21 @@ impl Runner {
         self.exit_rx.borrow().clone()
     }
 
+    /// Why a request to the runner failed: its exit status and last error lines if it died
+    /// (waiting briefly for the exit to be observed), else `fallback`.
+    pub async fn failure_reason(&self, fallback: String) -> String {
+        let mut rx = self.exit_rx.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), rx.wait_for(|s| s.is_some())).await;
+        match self.exit_status() {
+            Some(s) => format!(
+                "llama-server process has terminated: {s}: {}",
+                self.error_summary()
+            ),
+            None => fallback,
+        }
+    }
+
     pub fn alive(&self) -> bool {
         self.exit_status().is_none()
     }
@@ -447,6 +462,20 @@ impl Runner {
             self.pid,
             self.exit_status().unwrap_or_else(|| "still running".into())
         );
+    }
+}
+
+impl Drop for Runner {
+    /// A runner nobody holds any more must not keep running (e.g. a load abandoned because the
+    /// client went away).
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            log!("INFO", "runner pid {} killed (abandoned)", self.pid);
+        }
     }
 }
 
