@@ -24,5 +24,6 @@ export O3_REQUIRE_BACKEND=1
 # shellcheck disable=SC1091
 set -a; . "${O3_CACHE:-$HOME/.cache/o3-suite}/backend.env"; set +a
 export O3_RESULTS_DIR="${O3_RESULTS_DIR:-$ROOT/target/o3-results}"
-cargo nextest run --workspace --release --no-fail-fast "$@"
+# One test at a time: live cells measure a quiet machine, not the other tests.
+cargo nextest run --workspace --release --no-fail-fast --test-threads 1 "$@"
 echo "[test] reports: $O3_RESULTS_DIR/latest/comparative_analysis/" >&2

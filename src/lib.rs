@@ -19,6 +19,7 @@ pub mod gates;
 pub mod matrix;
 pub mod measure;
 pub mod monitor;
+pub mod optimize;
 pub mod report;
 pub mod results;
 pub mod runner;

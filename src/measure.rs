@@ -108,6 +108,20 @@ pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
     r
 }
 
+/// Marks `rec` invalid when the runner process changed since the model was loaded (a reload
+/// that a short `load_duration` could hide). Records the runner seen.
+pub fn check_runner(rec: &mut TrialRecord, at_load: Option<u32>, now: Option<u32>) {
+    rec.runner_pid = now;
+    if let (Some(a), Some(b)) = (at_load, now)
+        && a != b
+    {
+        rec.invalid_reasons.push(format!(
+            "runner process changed (pid {a} → {b}): the model was reloaded inside the cell"
+        ));
+        rec.valid = false;
+    }
+}
+
 /// Every reason the trial's numbers cannot be trusted (empty when they can).
 pub fn validity(plan: &TrialPlan, r: &TrialRecord) -> Vec<String> {
     let mut why = Vec::new();
@@ -290,6 +304,19 @@ mod tests {
         let r = from_completed(&p, &c);
         assert!(!r.valid);
         assert!(r.invalid_reasons[0].contains("model stopped after 2 output tokens"));
+    }
+
+    #[test]
+    fn a_new_runner_is_a_reload() {
+        let mut r = from_completed(&plan(), &normal());
+        check_runner(&mut r, Some(10), Some(10));
+        assert!(r.valid);
+        check_runner(&mut r, Some(10), None);
+        assert!(r.valid, "a runner that cannot be seen proves nothing");
+        check_runner(&mut r, Some(10), Some(11));
+        assert!(!r.valid);
+        assert_eq!(r.runner_pid, Some(11));
+        assert!(r.invalid_reasons[0].contains("pid 10 → 11"));
     }
 
     #[test]

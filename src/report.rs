@@ -87,7 +87,20 @@ pub fn build(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
         run_dir: run_dir.to_path_buf(),
         source,
     })?;
-    let report = aggregate(&cells);
+    let mut report = aggregate(&cells);
+    // Configurations the optimizer recommends (`cargo test --test optimize`) are marked.
+    let records = crate::optimize::record::read_records(run_dir).map_err(|source| {
+        ReportError::ReadCells {
+            run_dir: run_dir.to_path_buf(),
+            source,
+        }
+    })?;
+    let targets: Vec<String> = records
+        .iter()
+        .filter_map(|r| r.recommended.as_ref())
+        .flat_map(|rec| std::iter::once(rec.test_name.clone()).chain(rec.matrix_test_name.clone()))
+        .collect();
+    mark_targets(&mut report, &targets);
     let dir = run_dir.join(REPORT_DIR);
     let mut written = Vec::new();
     for writer in writers() {
@@ -101,6 +114,18 @@ pub fn build(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Marks the rows whose test names are in `targets` as recommended configurations.
+pub fn mark_targets(report: &mut Report, targets: &[String]) {
+    for row in &mut report.rows {
+        row.target = targets.contains(&row.test_name);
+    }
+}
+
+/// Whether a test name is an optimizer probe (`<name>::opt::…`) rather than a matrix cell.
+pub fn is_probe(test_name: &str) -> bool {
+    test_name.contains("::opt::")
 }
 
 /// The whole matrix: one [`Row`] per cell plus what the rows share. Serialized as the JSON report.
@@ -183,6 +208,8 @@ pub struct FidelityRatio {
 pub struct Row {
     /// Test name, `<name>::ctx_<K>k`.
     pub test_name: String,
+    /// Whether the optimizer recommends this configuration (`[TARGET]`).
+    pub target: bool,
     /// Slug of the model row, e.g. `gemma3_tools_27b`.
     pub name: String,
     /// Model as the server knows it.
@@ -437,6 +464,7 @@ fn row(c: &CellResult) -> Row {
     let s = &c.summaries;
     Row {
         test_name: c.cell.test_name.clone(),
+        target: false,
         name: c.cell.name.clone(),
         model: c.cell.model.clone(),
         category: c.cell.category.clone(),

@@ -215,7 +215,7 @@ pub struct HardwareSummary {
     pub rss_delta_bytes: i64,
     /// Mean CPU use of the process tree over the cell (percent of one core × cores, 0–100·cores).
     pub cpu_mean_pct: f64,
-    /// Peak CPU use of the process tree (same unit).
+    /// Peak CPU use of the process tree over windows of at least 0.5 s (same unit).
     pub cpu_peak_pct: f64,
     /// Total system memory (bytes).
     pub system_total_bytes: u64,
@@ -227,7 +227,8 @@ pub struct HardwareSummary {
     pub system_peak_pct: f64,
     /// Whether the RAM guard stopped the cell.
     pub ram_guard_tripped: bool,
-    /// CPU used by the harness's own process while sampling (percent of one core).
+    /// CPU used by the monitor's own sampler thread over the cell (percent of one core): the
+    /// harness's monitoring overhead.
     pub harness_cpu_pct: f64,
     /// Notes (fallbacks, processes that vanished, …).
     pub notes: Vec<String>,

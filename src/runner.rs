@@ -580,15 +580,7 @@ impl<'a> Cell<'a> {
                 Ok(c) => measure::from_completed(&plan, c),
                 Err(e) => measure::from_error(&plan, e),
             };
-            rec.runner_pid = monitor.runner_pid();
-            if let (Some(a), Some(b)) = (runner_at_load, rec.runner_pid)
-                && a != b
-            {
-                rec.invalid_reasons.push(format!(
-                    "runner process changed (pid {a} → {b}): the model was reloaded inside the cell"
-                ));
-                rec.valid = false;
-            }
+            measure::check_runner(&mut rec, runner_at_load, monitor.runner_pid());
             rec.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
             progress(
                 spec,

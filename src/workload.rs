@@ -6,7 +6,7 @@
 //! per kind of text (prose and code tokenize at different rates, so a window of the corpus is
 //! sized from its own mix).
 
-/// The kind of a corpus paragraph: the two kinds tokenize at different rates.
+/// The kind of a corpus fragment: the two kinds tokenize at different rates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// English prose (`harness/corpus/prose.txt`).
@@ -15,7 +15,7 @@ pub enum Kind {
     Code,
 }
 
-/// One paragraph of the corpus, with the blank line that ends it.
+/// One fragment of the corpus (a sentence of prose or a line of code), with its line break.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
     /// The text.
@@ -24,29 +24,46 @@ pub struct Segment {
     pub kind: Kind,
 }
 
-/// The corpus: prose and code paragraphs interleaved, so any window holds both kinds.
+/// The corpus as fragments: prose sentences and code lines. A prompt is a pseudo-random
+/// sequence of many fragments, so its token density is the corpus average (a window of a few
+/// paragraphs would vary by ±10 % from paragraph to paragraph).
 pub static CORPUS: std::sync::LazyLock<Vec<Segment>> = std::sync::LazyLock::new(|| {
-    let prose = paragraphs(include_str!("../harness/corpus/prose.txt"));
-    let code = paragraphs(include_str!("../harness/corpus/code.txt"));
     let mut out = Vec::new();
-    for i in 0..prose.len().max(code.len()) {
-        for (part, kind) in [(prose.get(i), Kind::Prose), (code.get(i), Kind::Code)] {
-            if let Some(p) = part {
-                out.push(Segment {
-                    text: format!("{p}\n\n"),
-                    kind,
-                });
-            }
+    for para in include_str!("../harness/corpus/prose.txt").lines() {
+        let para = para.trim();
+        let mut rest = para;
+        while !rest.is_empty() {
+            // A sentence ends at ". ", "? " or "! "; keep the punctuation.
+            let cut = rest
+                .match_indices(['.', '?', '!'])
+                .map(|(i, _)| i + 1)
+                .find(|&i| rest[i..].starts_with(' ') || i == rest.len())
+                .unwrap_or(rest.len());
+            out.push(Segment {
+                text: format!("{}\n", rest[..cut].trim()),
+                kind: Kind::Prose,
+            });
+            rest = rest[cut..].trim_start();
+        }
+    }
+    for line in include_str!("../harness/corpus/code.txt").lines() {
+        if !line.trim().is_empty() {
+            out.push(Segment {
+                text: format!("{line}\n"),
+                kind: Kind::Code,
+            });
         }
     }
     out
 });
 
-fn paragraphs(text: &str) -> Vec<&str> {
-    text.split("\n\n")
-        .map(str::trim_end)
-        .filter(|p| !p.trim().is_empty())
-        .collect()
+/// splitmix64: a small, seeded generator for the fragment order.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Characters per token of each kind of text, for one model.
@@ -110,22 +127,29 @@ fn fnv1a(s: &str) -> u64 {
 }
 
 /// Builds a prompt of about `tokens` tokens: a first line unique to `key` (run, cell, trial),
-/// then corpus paragraphs from an offset chosen by `key` (of `only` one kind, when given), each
+/// then corpus fragments (of `only` one kind, when given) in an order shuffled by `key`, each
 /// counted at its kind's ratio, the last one cut to land on the target.
 pub fn prompt_of(key: &str, tokens: u32, ratios: Ratios, only: Option<Kind>) -> Prompt {
     let segments: Vec<&Segment> = CORPUS
         .iter()
         .filter(|s| only.is_none_or(|k| s.kind == k))
         .collect();
-    // The part unique to the key comes first: a prompt cache matches the longest shared
-    // prefix, so even the first tokens must differ between trials.
     let head = format!("[{:016x} session {key:?}]\n", fnv1a(key));
     let target = tokens as f64;
     let mut est = head.len() as f64 / ratios.code;
     let mut text = head;
-    let mut i = (fnv1a(key) as usize) % segments.len();
+    let mut rng = fnv1a(key);
+    let mut order: Vec<usize> = Vec::new();
     while est < target - 0.5 {
-        let seg = segments[i % segments.len()];
+        if order.is_empty() {
+            // A fresh shuffle of every fragment (Fisher–Yates), used back to front.
+            order = (0..segments.len()).collect();
+            for i in (1..order.len()).rev() {
+                let j = (splitmix64(&mut rng) % (i as u64 + 1)) as usize;
+                order.swap(i, j);
+            }
+        }
+        let seg = segments[order.pop().expect("refilled above")];
         let r = ratios.of(seg.kind);
         let seg_tokens = seg.text.len() as f64 / r;
         if est + seg_tokens <= target {
@@ -140,7 +164,6 @@ pub fn prompt_of(key: &str, tokens: u32, ratios: Ratios, only: Option<Kind>) -> 
             est += cut as f64 / r;
             break;
         }
-        i += 1;
     }
     Prompt {
         text,
@@ -208,9 +231,30 @@ mod tests {
     fn single_kind_prompts() {
         let r = Ratios::default();
         let p = prompt_of("k", 300, r, Some(Kind::Code));
-        assert!(p.text.contains("fn ") || p.text.contains("def ") || p.text.contains("SELECT"));
-        assert!(!p.text.contains("lighthouse"));
+        let code = include_str!("../harness/corpus/code.txt");
+        let lines: Vec<&str> = p.text.lines().collect();
+        // Every whole line after the unique first one is a line of the code corpus.
+        for line in &lines[1..lines.len() - 1] {
+            assert!(code.lines().any(|c| c == *line), "{line:?} is not code");
+        }
         assert!((p.text.len() as f64 - 300.0 * r.code).abs() < 40.0);
+    }
+
+    #[test]
+    fn prompts_mix_many_fragments_of_both_kinds() {
+        let p = prompt("mix", 1024, Ratios::default());
+        let prose = CORPUS
+            .iter()
+            .filter(|s| s.kind == Kind::Prose && p.text.contains(s.text.as_str()))
+            .count();
+        let code = CORPUS
+            .iter()
+            .filter(|s| s.kind == Kind::Code && p.text.contains(s.text.as_str()))
+            .count();
+        assert!(
+            prose >= 10 && code >= 10,
+            "{prose} prose and {code} code fragments"
+        );
     }
 
     #[test]

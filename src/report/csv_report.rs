@@ -30,6 +30,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "n_attempted",
     "stop_reason",
     "load_s",
+    "target",
 ];
 
 /// Writes `performance_matrix.csv`: [`CSV_COLUMNS`], then one row per cell; missing values are
@@ -87,6 +88,7 @@ fn record(r: &Row) -> Vec<String> {
         r.n_attempted.to_string(),
         serde_name(&r.stop_reason),
         num(r.load_s),
+        r.target.to_string(),
     ]
 }
 

@@ -100,16 +100,59 @@ fn verdict_summary(o: &mut String, r: &Report) {
 fn summary_table(o: &mut String, r: &Report) {
     out!(o, "## Summary");
     out!(o);
+    summary_rows(
+        o,
+        r.rows.iter().filter(|row| !super::is_probe(&row.test_name)),
+    );
+    out!(o);
+    out!(
+        o,
+        "TTFT and Tok/s are means over the valid measured trials, on the client's clock; RAM Δ is \
+         the peak minus the baseline memory of the server's processes. Intervals, server-side \
+         rates and trial counts are in the details below; every metric is defined at the end."
+    );
+    out!(o);
+    if r.rows.iter().any(|row| row.target) {
+        out!(
+            o,
+            "`[TARGET]` marks the configurations the optimizer recommends (see \
+             `use_case_recommendations.md`)."
+        );
+        out!(o);
+    }
+    if r.rows.iter().any(|row| super::is_probe(&row.test_name)) {
+        out!(o, "## Optimizer probes");
+        out!(o);
+        out!(
+            o,
+            "Cells the optimizer ran (`<name>::opt::ctx_<K>k_t<threads>_b<batch>`), in the same \
+             format; their details, reasons and stability follow with the matrix cells'."
+        );
+        out!(o);
+        summary_rows(
+            o,
+            r.rows.iter().filter(|row| super::is_probe(&row.test_name)),
+        );
+        out!(o);
+    }
+}
+
+fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) {
     out!(
         o,
         "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit |"
     );
     out!(o, "|---|---|---|---|---|---|---|");
-    for row in &r.rows {
+    for row in rows {
+        let model = if row.target {
+            format!("[TARGET] {}", row.model)
+        } else {
+            row.model.clone()
+        };
         out!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            cell(&row.model),
+            cell(&model),
             context(row.num_ctx, row.fill_tokens),
             row.ttft_s.as_ref().map_or_else(
                 || MISSING.to_string(),
@@ -122,14 +165,6 @@ fn summary_table(o: &mut String, r: &Report) {
             cell(&row.use_case_fit)
         );
     }
-    out!(o);
-    out!(
-        o,
-        "TTFT and Tok/s are means over the valid measured trials, on the client's clock; RAM Δ is \
-         the peak minus the baseline memory of the server's processes. Intervals, server-side \
-         rates and trial counts are in the details below; every metric is defined at the end."
-    );
-    out!(o);
 }
 
 fn interval(s: &Option<Summary>, decimals: usize) -> String {

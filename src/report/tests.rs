@@ -256,7 +256,8 @@ fn csv_header_is_stable() {
         "test_name,model,num_ctx,fill_tokens,num_batch,num_thread,verdict,use_case,\
          ttft_mean_s,ttft_ci_low_s,ttft_ci_high_s,decode_tps_mean,decode_tps_ci_low,\
          decode_tps_ci_high,decode_tps_server_mean,prefill_tps_server_mean,ram_delta_bytes,\
-         peak_anon_bytes,peak_file_bytes,stability,n_valid,n_attempted,stop_reason,load_s\n"
+         peak_anon_bytes,peak_file_bytes,stability,n_valid,n_attempted,stop_reason,load_s,\
+         target\n"
     );
 }
 
@@ -371,4 +372,31 @@ fn build_reports_a_missing_run_dir_and_a_broken_cell_with_paths() {
     assert!(matches!(err, ReportError::ReadCells { .. }));
     assert!(err.to_string().contains("bad.json"), "{err}");
     fs::remove_dir_all(&run).unwrap();
+}
+
+#[test]
+fn targets_are_marked_and_probes_listed_apart() {
+    let mut probe = cell("m", "m", 16, Verdict::Pass);
+    probe.cell.test_name = "m::opt::ctx_16k_t2_b512".into();
+    let matrix = cell("m", "m", 64, Verdict::Pass);
+    let mut report = aggregate(&[probe, matrix]);
+    super::mark_targets(&mut report, &["m::opt::ctx_16k_t2_b512".to_string()]);
+    let targets: Vec<(&str, bool)> = report
+        .rows
+        .iter()
+        .map(|r| (r.test_name.as_str(), r.target))
+        .collect();
+    assert_eq!(
+        targets,
+        [("m::opt::ctx_16k_t2_b512", true), ("m::ctx_64k", false)]
+    );
+    let md = MarkdownReport.render(&report);
+    let summary = &md[md.find("## Summary").unwrap()..md.find("## Optimizer probes").unwrap()];
+    assert!(!summary.contains("| [TARGET]"), "{summary}");
+    assert!(summary.contains("`[TARGET]` marks"), "{summary}");
+    let probes = &md[md.find("## Optimizer probes").unwrap()..md.find("## Details").unwrap()];
+    assert!(probes.contains("| [TARGET] m | 16K"), "{probes}");
+    let csv = CsvReport.render(&report);
+    assert!(csv.lines().nth(1).unwrap().ends_with(",true"), "{csv}");
+    assert!(csv.lines().nth(2).unwrap().ends_with(",false"), "{csv}");
 }

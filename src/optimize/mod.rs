@@ -1,0 +1,246 @@
+//! The optimizer: per model, the largest context that passes its gates, then the thread count
+//! with the best decode rate and the batch size with the lowest TTFT at that context — with
+//! statistics that refuse to pick a winner that is only noise.
+//!
+//! `cargo test --test optimize` runs one search per model slug of the matrix (`<name>::optimize`).
+//! Every probe is a real cell (a [`CellSpec`] with changed `num_ctx` / `num_thread` /
+//! `num_batch`, named `<name>::opt::ctx_<K>k_t<T>_b<B>[_r<N>]`) run through
+//! [`crate::runner::run_cell_with`], so each probe leaves `<run>/cells/<name>__opt__….json`
+//! behind and a search resumes from those files when the run directory is reused (`O3_RUN_ID`).
+//!
+//! The search logic ([`search`]) only talks to a [`Prober`]; [`live::LiveProber`] runs cells on
+//! the server, [`sim::SimServer`] is a deterministic model of a server (options → figures with
+//! seeded noise) that the unit tests search against.
+//!
+//! ## The search, step by step
+//!
+//! 1. **Cap** ([`plan::ContextCap`]): min(trained context from `/api/show`, the largest context
+//!    whose estimated memory — weights (`/api/tags` size) + KV cache
+//!    (Σ layers × n_ctx × head_count_kv × (key_length + value_length) × 2 bytes, f16), × 1.2 —
+//!    keeps system RAM at or below the row's RAM limit (80 %) given the memory in use now).
+//!    Nothing above the cap is ever probed.
+//! 2. **Grid**: the model's smallest matrix context, then every multiple of
+//!    [`OptConfig::grid_tokens`] (4096) above it up to the cap.
+//! 3. **Context**: the top of the grid first (often the answer for small models), then bisection
+//!    between the largest known PASS and the smallest known non-PASS. A MARGINAL or INVALID
+//!    probe is repeated (at most [`MAX_REPEATS`] more runs) until PASS or FAIL has the majority;
+//!    the two grid points either side of the boundary are confirmed by a second run (and a
+//!    third when the two disagree). A point that stays unclear is MARGINAL (INVALID when every
+//!    run was) and counts as not passing. Probes use the matrix row of the nearest context (the
+//!    largest matrix context ≤ the probe's, else the smallest): its gates, `num_predict`,
+//!    `num_thread`, `num_batch`, and its fill, capped so that fill + `num_predict` ≤ `num_ctx`.
+//! 4. **Threads** at the chosen context: ternary search over `1..=logical cores` for the highest
+//!    client decode tok/s. Two settings differ only when Welch's t-test on the per-trial decode
+//!    rates of their valid measured trials gives p < [`ALPHA`]. The winner is the fewest threads
+//!    not significantly slower than the best mean among the PASS probes.
+//! 5. **Batch** at the chosen context and threads: ternary search over [`DEFAULT_BATCHES`]
+//!    (restricted to ≤ `num_ctx`) for the lowest TTFT, same test. Tie rule: the smallest batch
+//!    not significantly slower than the best mean wins (a smaller batch needs a smaller compute
+//!    buffer, so the smaller memory footprint wins a tie).
+//! 6. **Bounds**: at most [`OptConfig::max_probes`] probes and [`OptConfig::budget_s`] seconds of
+//!    probe wall time per model (probes resumed from disk count with their recorded wall time,
+//!    so a resumed search stops where the first one would have). What the budget cut off is
+//!    listed in [`record::SearchRecord::not_searched`].
+//!
+//! ## Outputs (see [`outputs`])
+//!
+//! In `<run>/comparative_analysis/`: `optimize/<name>.json` (the [`record::SearchRecord`]),
+//! `integration_configs/<name>_<K>k.yaml` and `.Modelfile` per recommended configuration,
+//! `integration_configs/continue-config.yaml`, and `use_case_recommendations.md`.
+
+pub mod live;
+pub mod outputs;
+pub mod plan;
+pub mod record;
+pub mod search;
+pub mod sim;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+use crate::matrix::ctx_label;
+use crate::results::CellSpec;
+use crate::runner::Outcome;
+
+pub use plan::{ContextCap, MemoryEstimate, ModelPlan};
+pub use record::SearchRecord;
+pub use search::run_search;
+
+/// Significance level of the Welch test that decides whether two settings differ.
+pub const ALPHA: f64 = 0.05;
+
+/// Most extra runs of one probe point (so at most 1 + 2 runs).
+pub const MAX_REPEATS: u32 = 2;
+
+/// Safety factor on the estimated memory of a context (weights + KV cache).
+pub const MEMORY_SAFETY: f64 = 1.2;
+
+/// The `num_batch` values the batch search chooses from (those ≤ `num_ctx`).
+pub const DEFAULT_BATCHES: [u32; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+
+/// Optimizer settings, from the environment (defaults in each field's doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptConfig {
+    /// `O3_OPT_GRID_TOKENS`: step of the context grid (tokens). Default 4096.
+    pub grid_tokens: u32,
+    /// `O3_OPT_MAX_PROBES`: probes per model at most (resumed ones included). Default 12.
+    pub max_probes: u32,
+    /// `O3_OPT_BUDGET_S`: probe wall time per model at most (seconds). Default 1800.
+    pub budget_s: f64,
+    /// `O3_OPT_BATCHES`: comma-separated `num_batch` values. Default [`DEFAULT_BATCHES`].
+    pub batches: Vec<u32>,
+    /// `O3_OPT_MAX_THREADS`: the thread search's upper end. Default: the host's logical CPUs.
+    pub max_threads: Option<u32>,
+}
+
+impl Default for OptConfig {
+    fn default() -> Self {
+        OptConfig {
+            grid_tokens: 4096,
+            max_probes: 12,
+            budget_s: 1800.0,
+            batches: DEFAULT_BATCHES.to_vec(),
+            max_threads: None,
+        }
+    }
+}
+
+impl OptConfig {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the settings through `get` (the environment, or a map in tests). A value that does
+    /// not parse is an error naming the variable, the value and what is allowed.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = OptConfig::default();
+        let err = |var: &str, value: &str, allowed: &str| ConfigError {
+            var: var.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        };
+        let count = |var: &str, v: &str| -> Result<u32, ConfigError> {
+            match v.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(err(var, v, "a whole number ≥ 1")),
+            }
+        };
+        if let Some(v) = get("O3_OPT_GRID_TOKENS") {
+            let n = count("O3_OPT_GRID_TOKENS", &v)?;
+            if n < 256 {
+                return Err(err(
+                    "O3_OPT_GRID_TOKENS",
+                    &v,
+                    "a whole number ≥ 256 (tokens)",
+                ));
+            }
+            c.grid_tokens = n;
+        }
+        if let Some(v) = get("O3_OPT_MAX_PROBES") {
+            c.max_probes = count("O3_OPT_MAX_PROBES", &v)?;
+        }
+        if let Some(v) = get("O3_OPT_BUDGET_S") {
+            c.budget_s = match v.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && s > 0.0 => s,
+                _ => return Err(err("O3_OPT_BUDGET_S", &v, "a positive number of seconds")),
+            };
+        }
+        if let Some(v) = get("O3_OPT_MAX_THREADS") {
+            c.max_threads = Some(count("O3_OPT_MAX_THREADS", &v)?);
+        }
+        if let Some(v) = get("O3_OPT_BATCHES") {
+            let mut batches = Vec::new();
+            for part in v.split(',') {
+                batches.push(count("O3_OPT_BATCHES", part).map_err(|_| {
+                    err(
+                        "O3_OPT_BATCHES",
+                        &v,
+                        "comma-separated whole numbers ≥ 1, e.g. 64,256,512",
+                    )
+                })?);
+            }
+            batches.sort_unstable();
+            batches.dedup();
+            c.batches = batches;
+        }
+        Ok(c)
+    }
+}
+
+/// The load-time options a probe changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProbeOptions {
+    /// `num_ctx` (tokens).
+    pub num_ctx: u32,
+    /// `num_thread`.
+    pub num_thread: u32,
+    /// `num_batch`.
+    pub num_batch: u32,
+}
+
+impl ProbeOptions {
+    /// Label used in probe test names: `ctx_12k_t2_b512`.
+    pub fn label(&self) -> String {
+        format!(
+            "{}_t{}_b{}",
+            ctx_label(self.num_ctx),
+            self.num_thread,
+            self.num_batch
+        )
+    }
+}
+
+/// Test name of a probe: `<name>::opt::ctx_12k_t2_b512`, with `_r<run>` from the second run of
+/// the same options on.
+pub fn probe_test_name(name: &str, opts: &ProbeOptions, run: u32) -> String {
+    if run <= 1 {
+        format!("{name}::opt::{}", opts.label())
+    } else {
+        format!("{name}::opt::{}_r{run}", opts.label())
+    }
+}
+
+/// Test name of a model's optimize test: `<name>::optimize`.
+pub fn optimize_test_name(name: &str) -> String {
+    format!("{name}::optimize")
+}
+
+/// Which part of the search a probe belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Largest passing context.
+    Context,
+    /// Best thread count.
+    Threads,
+    /// Best batch size.
+    Batch,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Context => "context",
+            Phase::Threads => "threads",
+            Phase::Batch => "batch",
+        }
+    }
+}
+
+/// Runs one probe cell. The live implementation runs it on the server and writes its result
+/// file; the simulated one computes it.
+pub trait Prober {
+    /// Runs the cell `spec` and returns what became of it.
+    fn probe(&mut self, spec: &CellSpec) -> Outcome;
+}
+
+impl<P: Prober + ?Sized> Prober for &mut P {
+    fn probe(&mut self, spec: &CellSpec) -> Outcome {
+        (**self).probe(spec)
+    }
+}

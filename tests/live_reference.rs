@@ -1,0 +1,346 @@
+//! Checks of the harness's numbers against the reference server (o3-refserver on upstream
+//! llama.cpp, with the two real small models) and llama.cpp's own `llama-bench`.
+//!
+//! Needs `OLLAMA_HOST` pointing at the reference server and `O3_LLAMA_BIN_DIR` /
+//! `O3_MODELS_DIR` from `harness/setup-backend.sh` (`bash harness/test.sh` sets all three).
+//! Without them each test says why and returns; with `O3_REQUIRE_BACKEND=1` that is a failure.
+//!
+//! These are live measurements: they assert what the harness detects (a reload, truncation,
+//! the runner and its memory), never how fast this machine is — except the one agreement the
+//! harness promises, client vs server decode rate within 5 %.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use o3_suite::backend::{GenerateRequest, LoadOptions, OllamaClient};
+use o3_suite::config::Config;
+use o3_suite::measure::{self, TrialPlan};
+use o3_suite::monitor;
+use o3_suite::results::{self, CellSpec, Gates, TrialKind, Verdict};
+use o3_suite::runner::{CellOptions, Outcome, RUNTIME, RunEnv, run_cell_with};
+use o3_suite::{report, workload};
+
+struct Backend {
+    config: Config,
+    bin_dir: PathBuf,
+    models_dir: PathBuf,
+    /// One server: the checks run one at a time even under plain `cargo test`.
+    _serial: MutexGuard<'static, ()>,
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The reference backend, or `None` (with the reason printed) when it is not set up.
+fn backend() -> Option<Backend> {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let required = std::env::var("O3_REQUIRE_BACKEND").is_ok_and(|v| v == "1");
+    let missing: Vec<&str> = ["OLLAMA_HOST", "O3_LLAMA_BIN_DIR", "O3_MODELS_DIR"]
+        .into_iter()
+        .filter(|v| std::env::var(v).map_or(true, |s| s.is_empty()))
+        .collect();
+    if !missing.is_empty() {
+        let why = format!(
+            "reference backend not configured ({} unset): run `bash harness/test.sh`",
+            missing.join(", ")
+        );
+        assert!(!required, "O3_REQUIRE_BACKEND=1 but {why}");
+        eprintln!("skipping: {why}");
+        return None;
+    }
+    let config = Config::from_env().expect("valid environment");
+    let up = RUNTIME.block_on(OllamaClient::new(&config).version());
+    if let Err(e) = up {
+        assert!(!required, "O3_REQUIRE_BACKEND=1 but {e}");
+        eprintln!("skipping: {e}");
+        return None;
+    }
+    Some(Backend {
+        config,
+        bin_dir: std::env::var("O3_LLAMA_BIN_DIR").unwrap().into(),
+        models_dir: std::env::var("O3_MODELS_DIR").unwrap().into(),
+        _serial: serial,
+    })
+}
+
+fn spec(name: &str, model: &str, num_ctx: u32, fill: u32, num_predict: u32) -> CellSpec {
+    CellSpec {
+        test_name: o3_suite::matrix::test_name(name, num_ctx),
+        name: name.into(),
+        model: model.into(),
+        category: "live check".into(),
+        num_ctx,
+        fill_tokens: fill,
+        num_batch: 512,
+        num_thread: 2,
+        num_predict,
+        gates: Gates {
+            ttft_max_s: 600.0,
+            tok_s_min: 0.1,
+            stability_min: 0.0,
+            ram_max_pct: 95.0,
+        },
+        use_case: "harness self-check".into(),
+        optional: false,
+        source: "tests/live_reference.rs".into(),
+    }
+}
+
+/// A run environment of its own for checks whose cells should not appear in the run's report.
+fn private_env(b: &Backend, tag: &str, max_trials: u32) -> RunEnv {
+    let mut config = b.config.clone();
+    config.results_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live_reference");
+    config.run_id = Some(format!("{tag}-{}", std::process::id()));
+    config.min_trials = 2;
+    config.max_trials = max_trials;
+    RunEnv::new(config).unwrap()
+}
+
+fn ran(outcome: Outcome) -> results::CellResult {
+    match outcome {
+        Outcome::Ran(r) => r,
+        Outcome::CannotRun(r) => panic!("cell could not run: {:?}", r.reasons),
+    }
+}
+
+#[test]
+fn a_num_ctx_change_reloads_and_the_trial_is_not_counted() {
+    let Some(b) = backend() else { return };
+    let client = OllamaClient::new(&b.config);
+    let server = monitor::find_server_pid(&b.config.base_url).expect("server process found");
+    let req = |num_ctx: u32, prompt: String| GenerateRequest {
+        model: "smollm2:135m".into(),
+        prompt,
+        load: LoadOptions {
+            num_ctx,
+            num_batch: 512,
+            num_thread: 2,
+        },
+        num_predict: 16,
+        seed: 1,
+        keep_alive_s: 120,
+        think_false: false,
+        truncate_false: true,
+    };
+    RUNTIME.block_on(async {
+        client.unload_all(Duration::from_secs(30)).await.unwrap();
+        client
+            .generate(&req(2048, String::new()), |_| {})
+            .await
+            .unwrap();
+    });
+    let runners = monitor::find_runners(server);
+    assert_eq!(runners.len(), 1, "one runner after loading: {runners:?}");
+    let before = runners[0];
+    // The same model with another num_ctx: a trial of a cell whose options changed under it.
+    let p = workload::prompt("live/reload", 200, workload::Ratios::default());
+    let done = RUNTIME
+        .block_on(client.generate(&req(4096, p.text.clone()), |_| {}))
+        .unwrap();
+    let after = monitor::find_runners(server);
+    let plan = TrialPlan {
+        index: 3,
+        kind: TrialKind::Measured,
+        prompt_chars: p.text.len(),
+        intended_tokens: done.metrics.prompt_eval_count.unwrap() as u32,
+        num_predict: 16,
+    };
+    let mut rec = measure::from_completed(&plan, &done);
+    measure::check_runner(&mut rec, Some(before), after.first().copied());
+    let _ = RUNTIME.block_on(client.unload("smollm2:135m"));
+    // The reload was timed by the server and is visible in the record …
+    let load_s = rec.load_s.unwrap();
+    assert!(
+        load_s > 0.05,
+        "a reload takes real time: load_duration {load_s} s"
+    );
+    assert_ne!(after, [before], "the runner was replaced");
+    // … and the trial is not counted.
+    assert!(!rec.valid);
+    assert!(
+        rec.invalid_reasons
+            .iter()
+            .any(|r| r.contains("runner process changed")),
+        "{:?}",
+        rec.invalid_reasons
+    );
+}
+
+#[test]
+fn an_overlong_prompt_makes_the_cell_invalid() {
+    let Some(b) = backend() else { return };
+    // 3000 prompt tokens into a 2048 context.
+    let cell = spec("live_overfill", "smollm2:135m", 2048, 3000, 16);
+    let env = private_env(&b, "overfill", 3);
+    // Ollama's default: the prompt is cut silently; the harness must notice.
+    let opts = CellOptions {
+        truncate_false: false,
+        allow_overfill: true,
+    };
+    let r = ran(run_cell_with(&cell, &env, &opts));
+    assert_eq!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+    assert!(
+        r.reasons[0].contains("prompt truncated: server evaluated"),
+        "{:?}",
+        r.reasons
+    );
+    let evaluated = r
+        .trials
+        .iter()
+        .find(|t| t.kind == TrialKind::Measured)
+        .and_then(|t| t.prompt_tokens_evaluated)
+        .unwrap();
+    assert!(
+        (1000..=1100).contains(&evaluated),
+        "Ollama's rule keeps about half of num_ctx: {evaluated}"
+    );
+    // With truncate:false the server refuses instead, and the cell says so.
+    let opts = CellOptions {
+        truncate_false: true,
+        allow_overfill: true,
+    };
+    let r = ran(run_cell_with(&cell, &env, &opts));
+    assert_eq!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+    assert!(
+        r.reasons[0].contains("HTTP 400") && r.reasons[0].contains("context length"),
+        "{:?}",
+        r.reasons
+    );
+}
+
+#[test]
+fn the_runner_is_found_and_holds_the_weights() {
+    let Some(b) = backend() else { return };
+    let client = OllamaClient::new(&b.config);
+    let tags = RUNTIME.block_on(client.tags()).unwrap();
+    let size = tags
+        .iter()
+        .find(|t| t.name == "gemma3:270m")
+        .and_then(|t| t.size)
+        .unwrap();
+    let cell = spec("live_runner", "gemma3:270m", 4096, 512, 32);
+    let env = private_env(&b, "runner", 2);
+    let r = ran(run_cell_with(&cell, &env, &CellOptions::default()));
+    assert_ne!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+    let hw = &r.hardware;
+    assert!(
+        hw.source.contains("process tree"),
+        "the server's processes were sampled: {}",
+        hw.source
+    );
+    let runner = r
+        .trials
+        .iter()
+        .find_map(|t| t.runner_pid)
+        .expect("each measured trial saw the runner");
+    assert!(hw.pids.contains(&runner), "{:?} vs {runner}", hw.pids);
+    assert!(
+        hw.peak.rss_bytes >= size,
+        "server tree peak RSS {} B covers the {size} B of weights",
+        hw.peak.rss_bytes
+    );
+    let (anon, file) = (hw.peak.anon_bytes.unwrap(), hw.peak.file_bytes.unwrap());
+    assert!(anon > 0 && file > 0, "anon {anon} file {file}");
+    assert!(
+        hw.samples >= 5 && hw.sample_hz >= 3.0,
+        "{} samples at {} Hz",
+        hw.samples,
+        hw.sample_hz
+    );
+}
+
+#[test]
+fn ram_delta_grows_with_num_ctx() {
+    let Some(b) = backend() else { return };
+    let env = private_env(&b, "ram", 2);
+    let delta = |num_ctx: u32| {
+        let cell = spec("live_ram", "smollm2:135m", num_ctx, 256, 16);
+        let r = ran(run_cell_with(&cell, &env, &CellOptions::default()));
+        assert_ne!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+        r.hardware.rss_delta_bytes
+    };
+    let small = delta(2048);
+    let large = delta(8192);
+    // smollm2: 30 layers × 3 KV heads × (64 + 64) × 2 bytes = 23,040 bytes of KV per token, so
+    // 6144 more tokens of context allocate about 141 MB more.
+    let kv_diff = 6144i64 * 23_040;
+    assert!(
+        large - small >= kv_diff / 2,
+        "RAM Δ at 8K ({large} B) should exceed RAM Δ at 2K ({small} B) by about {kv_diff} B"
+    );
+}
+
+/// `llama-bench` mean tokens/s of one test (`-o json`).
+fn llama_bench(b: &Backend, file: &str, args: &[&str]) -> f64 {
+    let out = Command::new(b.bin_dir.join("llama-bench"))
+        .arg("-m")
+        .arg(b.models_dir.join(file))
+        .args([
+            "-t", "2", "-b", "512", "-ub", "512", "-r", "3", "-o", "json",
+        ])
+        .args(args)
+        .output()
+        .expect("llama-bench runs");
+    assert!(
+        out.status.success(),
+        "llama-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("llama-bench JSON");
+    v[0]["avg_ts"].as_f64().expect("avg_ts")
+}
+
+/// For each reference model at one context and depth: the harness's figures next to
+/// llama-bench's at the same threads and depth, recorded in the cell result and the report.
+#[test]
+fn fidelity_against_llama_bench() {
+    let Some(b) = backend() else { return };
+    let env = RunEnv::new(b.config.clone()).unwrap();
+    for (name, model, file) in [
+        (
+            "fidelity_smollm2",
+            "smollm2:135m",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        ("fidelity_gemma3", "gemma3:270m", "gemma-3-270m-q4_k_m.gguf"),
+    ] {
+        let (ctx, fill, n_gen) = (4096, 1024, 128);
+        let cell = spec(name, model, ctx, fill, n_gen);
+        let mut r = ran(run_cell_with(&cell, &env, &CellOptions::default()));
+        assert_ne!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+        // Prefill of `fill` tokens from an empty cache; decode after `fill` tokens of context.
+        let pp = llama_bench(&b, file, &["-p", &fill.to_string(), "-n", "0"]);
+        let tg = llama_bench(
+            &b,
+            file,
+            &["-p", "0", "-n", &n_gen.to_string(), "-d", &fill.to_string()],
+        );
+        let s = &r.summaries;
+        let client = s.decode_tps.as_ref().unwrap().mean;
+        let server = s.decode_tps_server.as_ref().unwrap().mean;
+        let prefill = s.prefill_tps_server.as_ref().unwrap().mean;
+        r.fidelity = vec![
+            ("decode_client_over_server".into(), client / server),
+            ("decode_client_over_llama_bench".into(), client / tg),
+            ("decode_server_over_llama_bench".into(), server / tg),
+            ("prefill_server_over_llama_bench".into(), prefill / pp),
+        ];
+        r.reasons.push(format!(
+            "fidelity: llama-bench -t 2 -b 512: pp{fill} {pp:.1} tok/s, tg{n_gen} @ d{fill} {tg:.1} tok/s; \
+             harness: prefill {prefill:.1} tok/s (server), decode {client:.1} tok/s (client) / {server:.1} (server)"
+        ));
+        results::write_cell(&env.run_dir, &r).unwrap();
+        report::build(&env.run_dir).unwrap();
+        eprintln!("[{}] {}", cell.test_name, r.reasons.last().unwrap());
+        for (k, v) in &r.fidelity {
+            eprintln!("[{}] {k} = {v:.3}", cell.test_name);
+        }
+        // The promise: the client's decode rate agrees with the server's within 5 %.
+        let ratio = client / server;
+        assert!(
+            (0.95..=1.05).contains(&ratio),
+            "{model}: client decode {client:.2} vs server {server:.2} tok/s (ratio {ratio:.3})"
+        );
+    }
+}
