@@ -21,6 +21,10 @@ eval "export $(bash harness/refserver.sh env)"
 export O3_MATRIX="${O3_MATRIX:-harness/reference.csv}"
 export O3_REQUIRE_SERVER=1
 export O3_REQUIRE_BACKEND=1
+# The optimizer's live test searches the two small models within a few minutes.
+export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-6}"
+export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-300}"
+export O3_OPT_BATCHES="${O3_OPT_BATCHES:-128,512}"
 # shellcheck disable=SC1091
 set -a; . "${O3_CACHE:-$HOME/.cache/o3-suite}/backend.env"; set +a
 export O3_RESULTS_DIR="${O3_RESULTS_DIR:-$ROOT/target/o3-results}"
