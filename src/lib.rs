@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod config;
 pub mod gates;
+pub mod golden;
 pub mod matrix;
 pub mod measure;
 pub mod monitor;

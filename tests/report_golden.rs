@@ -10,32 +10,9 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use o3_suite::golden::{self, Update, VAR};
 use o3_suite::report;
 use rstest::rstest;
-
-/// The variable that selects the update policy.
-const VAR: &str = "O3_GOLDEN";
-
-/// What to do with goldens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Update {
-    /// Compare; write new or differing output to `golden/wip/` and fail.
-    Wip,
-    /// Write the goldens in place and pass.
-    Overwrite,
-}
-
-impl Update {
-    fn parse(value: Option<OsString>) -> Result<Update, String> {
-        match value {
-            None => Ok(Update::Wip),
-            Some(v) if v == "overwrite" => Ok(Update::Overwrite),
-            Some(v) => Err(format!(
-                "unrecognized value of {VAR}: {v:?} is not one of \"overwrite\" (or leave it unset)"
-            )),
-        }
-    }
-}
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -66,119 +43,9 @@ fn fixture_run(tag: &str) -> PathBuf {
     run
 }
 
-/// The first differing lines of `expected` and `actual` (LCS line diff, 1-based line numbers),
-/// at most `max` of them.
-fn line_diff(expected: &str, actual: &str, max: usize) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = actual.lines().collect();
-    let mut out = Vec::new();
-    if a.len().saturating_mul(b.len()) > 16_000_000 {
-        // Too big for the table: compare line by line.
-        for i in 0..a.len().max(b.len()) {
-            if a.get(i) != b.get(i) {
-                if let Some(l) = a.get(i) {
-                    out.push(format!("-{:>5} | {l}", i + 1));
-                }
-                if let Some(l) = b.get(i) {
-                    out.push(format!("+{:>5} | {l}", i + 1));
-                }
-            }
-        }
-    } else {
-        // lcs[i][j] = length of the longest common subsequence of a[i..] and b[j..].
-        let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-        for i in (0..a.len()).rev() {
-            for j in (0..b.len()).rev() {
-                lcs[i][j] = if a[i] == b[j] {
-                    lcs[i + 1][j + 1] + 1
-                } else {
-                    lcs[i + 1][j].max(lcs[i][j + 1])
-                };
-            }
-        }
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            if i < a.len() && j < b.len() && a[i] == b[j] {
-                i += 1;
-                j += 1;
-            } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-                out.push(format!("-{:>5} | {}", i + 1, a[i]));
-                i += 1;
-            } else {
-                out.push(format!("+{:>5} | {}", j + 1, b[j]));
-                j += 1;
-            }
-        }
-    }
-    if expected.ends_with('\n') != actual.ends_with('\n') {
-        out.push("(the files differ in their final newline)".to_string());
-    }
-    let total = out.len();
-    let mut text = String::from("  (- golden line, + new line)\n");
-    for l in out.iter().take(max) {
-        text.push_str("  ");
-        text.push_str(l);
-        text.push('\n');
-    }
-    if total > max {
-        text.push_str(&format!("  … and {} more differing lines\n", total - max));
-    }
-    text
-}
-
-/// Compares `actual` with `golden_dir/name` under `update`; on failure writes `actual` to
-/// `wip_dir/name` and returns a message that says what to do.
-fn check_golden(
-    name: &str,
-    actual: &str,
-    golden_dir: &Path,
-    wip_dir: &Path,
-    update: Update,
-) -> Result<(), String> {
-    let golden = golden_dir.join(name);
-    if update == Update::Overwrite {
-        fs::create_dir_all(golden_dir).unwrap();
-        fs::write(&golden, actual).unwrap();
-        return Ok(());
-    }
-    let write_wip = || {
-        fs::create_dir_all(wip_dir).unwrap();
-        let wip = wip_dir.join(name);
-        fs::write(&wip, actual).unwrap();
-        wip
-    };
-    match fs::read_to_string(&golden) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let wip = write_wip();
-            Err(format!(
-                "golden {} is missing; the new output is in {} — review it, then move it there \
-                 or rerun with {VAR}=overwrite",
-                golden.display(),
-                wip.display()
-            ))
-        }
-        Err(e) => panic!("failed to read golden {}: {e}", golden.display()),
-        Ok(expected) => {
-            let expected = expected.replace("\r\n", "\n");
-            if expected == actual {
-                return Ok(());
-            }
-            let wip = write_wip();
-            Err(format!(
-                "{} differs from its golden {}:\n{}new output: {} (rerun with {VAR}=overwrite to \
-                 accept it)",
-                name,
-                golden.display(),
-                line_diff(&expected, actual, 20),
-                wip.display()
-            ))
-        }
-    }
-}
-
 #[test]
 fn reports_match_goldens() {
-    let update = Update::parse(std::env::var_os(VAR)).unwrap_or_else(|e| panic!("{e}"));
+    let update = Update::from_env().unwrap_or_else(|e| panic!("{e}"));
     let run = fixture_run("goldens");
     let paths = report::build(&run).expect("build the reports of the fixture run");
     let golden_dir = manifest_dir().join("golden");
@@ -189,7 +56,7 @@ fn reports_match_goldens() {
         assert_eq!(path.parent().unwrap(), run.join(report::REPORT_DIR));
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let actual = fs::read_to_string(path).unwrap();
-        if let Err(e) = check_golden(&name, &actual, &golden_dir, &wip_dir, update) {
+        if let Err(e) = golden::check(&name, &actual, &golden_dir, &wip_dir, update) {
             failures.push(e);
         }
         names.push(name);
@@ -276,21 +143,21 @@ fn golden_policy_missing_mismatch_and_overwrite() {
     let (golden, wip) = (root.join("golden"), root.join("golden/wip"));
 
     // Missing golden: written to wip, and the check fails saying so.
-    let e = check_golden("x.md", "a\nb\n", &golden, &wip, Update::Wip).unwrap_err();
+    let e = golden::check("x.md", "a\nb\n", &golden, &wip, Update::Wip).unwrap_err();
     assert!(e.contains("missing") && e.contains("wip"), "{e}");
     assert_eq!(fs::read_to_string(wip.join("x.md")).unwrap(), "a\nb\n");
     assert!(!golden.join("x.md").exists());
 
     // Overwrite: written in place, passes; then an equal output passes in wip mode.
-    check_golden("x.md", "a\nb\nc\n", &golden, &wip, Update::Overwrite).unwrap();
+    golden::check("x.md", "a\nb\nc\n", &golden, &wip, Update::Overwrite).unwrap();
     assert_eq!(
         fs::read_to_string(golden.join("x.md")).unwrap(),
         "a\nb\nc\n"
     );
-    check_golden("x.md", "a\nb\nc\n", &golden, &wip, Update::Wip).unwrap();
+    golden::check("x.md", "a\nb\nc\n", &golden, &wip, Update::Wip).unwrap();
 
     // Mismatch: a diff with line numbers and the new output in wip.
-    let e = check_golden("x.md", "a\nB\nc\n", &golden, &wip, Update::Wip).unwrap_err();
+    let e = golden::check("x.md", "a\nB\nc\n", &golden, &wip, Update::Wip).unwrap_err();
     let (minus, plus) = (e.find("-    2 | b").unwrap(), e.find("+    2 | B").unwrap());
     assert!(minus < plus, "golden line first: {e}");
     assert!(e.contains(&wip.join("x.md").display().to_string()), "{e}");
@@ -304,7 +171,7 @@ fn golden_policy_missing_mismatch_and_overwrite() {
 
 #[test]
 fn line_diff_shows_insertions_at_their_line_numbers() {
-    let d = line_diff("a\nb\nc\n", "a\nx\nb\nc\n", 10);
+    let d = golden::line_diff("a\nb\nc\n", "a\nx\nb\nc\n", 10);
     assert!(d.contains("+    2 | x"), "{d}");
     assert!(
         !d.lines().any(|l| l.starts_with("  -")),

@@ -1053,81 +1053,19 @@ fn build_writes_every_output_from_the_records() {
     std::fs::remove_dir_all(&run).unwrap();
 }
 
-// Goldens, with the convention of tests/report_golden.rs: `O3_GOLDEN=overwrite` rewrites them;
-// a missing golden is written to golden/wip/ and fails; a mismatch fails with a line diff.
-
-fn line_diff(expected: &str, actual: &str, max: usize) -> String {
-    let (a, b): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push(format!("  -{:>5} | {}", i + 1, a[i]));
-            i += 1;
-        } else {
-            out.push(format!("  +{:>5} | {}", j + 1, b[j]));
-            j += 1;
-        }
-    }
-    let more = out.len().saturating_sub(max);
-    out.truncate(max);
-    if more > 0 {
-        out.push(format!("  … and {more} more differing lines"));
-    }
-    format!("  (- golden line, + new line)\n{}", out.join("\n"))
-}
+// Goldens (crate::golden): `O3_GOLDEN=overwrite` rewrites them; a missing golden is written to
+// golden/wip/optimize/ and fails; a mismatch fails with a line diff.
 
 fn check_golden(name: &str, actual: &str) -> Result<(), String> {
     let root = crate::config::crate_root().join("golden");
-    let golden = root.join("optimize").join(name);
-    let wip = root.join("wip").join("optimize").join(name);
-    match std::env::var("O3_GOLDEN").ok().as_deref() {
-        Some("overwrite") => {
-            std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
-            std::fs::write(&golden, actual).unwrap();
-            return Ok(());
-        }
-        Some(v) => panic!(
-            "unrecognized value of O3_GOLDEN: {v:?} is not one of \"overwrite\" (or leave it unset)"
-        ),
-        None => {}
-    }
-    let write_wip = || {
-        std::fs::create_dir_all(wip.parent().unwrap()).unwrap();
-        std::fs::write(&wip, actual).unwrap();
-    };
-    match std::fs::read_to_string(&golden) {
-        Err(_) => {
-            write_wip();
-            Err(format!(
-                "golden {} is missing; the new output is in {} — review it, then move it there or rerun with O3_GOLDEN=overwrite",
-                golden.display(),
-                wip.display()
-            ))
-        }
-        Ok(expected) if expected.replace("\r\n", "\n") == actual => Ok(()),
-        Ok(expected) => {
-            write_wip();
-            Err(format!(
-                "{name} differs from its golden {}:\n{}\nnew output: {} (rerun with O3_GOLDEN=overwrite to accept it)",
-                golden.display(),
-                line_diff(&expected.replace("\r\n", "\n"), actual, 20),
-                wip.display()
-            ))
-        }
-    }
+    let update = crate::golden::Update::from_env().unwrap_or_else(|e| panic!("{e}"));
+    crate::golden::check(
+        name,
+        actual,
+        &root.join("optimize"),
+        &root.join("wip").join("optimize"),
+        update,
+    )
 }
 
 #[test]
@@ -1145,6 +1083,6 @@ fn outputs_match_goldens() {
 
 #[test]
 fn line_diff_numbers_lines() {
-    let d = line_diff("a\nb\nc\n", "a\nB\nc\n", 10);
+    let d = crate::golden::line_diff("a\nb\nc\n", "a\nB\nc\n", 10);
     assert!(d.contains("-    2 | b") && d.contains("+    2 | B"), "{d}");
 }
