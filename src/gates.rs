@@ -277,6 +277,7 @@ mod tests {
             },
             use_case: "u".into(),
             optional: false,
+            optimize: true,
             source: "m.csv:2".into(),
         }
     }

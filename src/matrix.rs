@@ -19,6 +19,7 @@
 //! | `num_predict` | no | output tokens per trial (default 128) |
 //! | `optional` | no | `true` = ignored unless `--include-ignored` (default false) |
 //! | `ram_max_pct` | no | system RAM limit, percent (default `O3_RAM_LIMIT_PCT`, 80) |
+//! | `optimize` | no | `false` = the optimizer leaves this row's model alone (default true) |
 
 use std::collections::HashMap;
 use std::fmt;
@@ -49,7 +50,7 @@ const REQUIRED: [&str; 11] = [
     "stability_min",
     "use_case",
 ];
-const OPTIONAL: [&str; 3] = ["num_predict", "optional", "ram_max_pct"];
+const OPTIONAL: [&str; 4] = ["num_predict", "optional", "ram_max_pct", "optimize"];
 
 /// A problem with the table: file, line, column, value, and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -299,6 +300,11 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
             "true" | "yes" | "1" => true,
             _ => return Err(bad("optional", "true or false")),
         };
+        let optimize = match get("optimize").to_ascii_lowercase().as_str() {
+            "" | "true" | "yes" | "1" => true,
+            "false" | "no" | "0" => false,
+            _ => return Err(bad("optimize", "true or false")),
+        };
         let use_case = get("use_case");
         if use_case.is_empty() {
             return Err(bad("use_case", "a short description of the use case"));
@@ -333,6 +339,7 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
             },
             use_case: use_case.to_string(),
             optional,
+            optimize,
             source: format!("{}:{line}", path.display()),
         });
     }
@@ -420,11 +427,13 @@ mod tests {
     #[test]
     fn optional_columns() {
         let text = format!(
-            "{HEADER},num_predict,optional,ram_max_pct\na,m,c,2048,100,8,2,30,1,0.5,u,64,true,70\n"
+            "{HEADER},num_predict,optional,ram_max_pct,optimize\na,m,c,2048,100,8,2,30,1,0.5,u,64,true,70,false\n"
         );
         let c = &p(&text).unwrap()[0];
         assert_eq!(c.num_predict, 64);
         assert!(c.optional);
+        assert!(!c.optimize);
+        assert!(p(&table(&["a,m,c,2048,100,8,2,30,1,0.5,u"])).unwrap()[0].optimize);
         assert_eq!(c.gates.ram_max_pct, 70.0);
     }
 

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::Summary;
 
+fn yes() -> bool {
+    true
+}
+
 /// Version of the on-disk format of [`CellResult`]. Bumped whenever a field changes meaning.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -90,6 +94,9 @@ pub struct CellSpec {
     pub use_case: String,
     /// Whether the table marks the cell optional (statically ignored unless asked for).
     pub optional: bool,
+    /// Whether the optimizer searches this row's model (the table's `optimize`, default true).
+    #[serde(default = "yes")]
+    pub optimize: bool,
     /// Table file and line the cell came from.
     pub source: String,
 }

@@ -83,6 +83,7 @@ fn spec(name: &str, model: &str, num_ctx: u32, fill: u32, num_predict: u32) -> C
         },
         use_case: "harness self-check".into(),
         optional: false,
+        optimize: true,
         source: "tests/live_reference.rs".into(),
     }
 }

@@ -78,6 +78,9 @@ fn trial(
     env: Arc<OnceLock<Result<RunEnv, String>>>,
 ) -> Trial {
     let all_optional = rows.iter().all(|r| r.optional);
+    // Rows marked `optimize = false` (e.g. deep-fill probes) are measured, not searched: the
+    // model's test is listed but ignored unless asked for with --include-ignored.
+    let not_searched = rows.iter().all(|r| !r.optimize);
     // Optional rows take part only when the whole slug is asked for.
     let rows: Vec<CellSpec> = if all_optional {
         rows
@@ -123,5 +126,5 @@ fn trial(
             }
         }
     })
-    .with_ignored_flag(all_optional)
+    .with_ignored_flag(all_optional || not_searched)
 }

@@ -53,6 +53,7 @@ fn spec(test_name: &str) -> CellSpec {
         },
         use_case: "test".to_string(),
         optional: false,
+        optimize: true,
         source: "tests/protocol.rs".to_string(),
     }
 }

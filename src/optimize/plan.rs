@@ -281,6 +281,7 @@ impl ModelPlan {
             num_batch: opts.num_batch,
             fill_tokens: row.fill_tokens.min(room),
             optional: false,
+            optimize: true,
             source: format!(
                 "optimize {} (gates, fill and num_predict from {})",
                 self.name, row.source

@@ -144,11 +144,17 @@ fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) 
     );
     out!(o, "|---|---|---|---|---|---|---|");
     for row in rows {
-        let model = if row.target {
-            format!("[TARGET] {}", row.model)
-        } else {
-            row.model.clone()
-        };
+        let mut model = row.model.clone();
+        if super::is_probe(&row.test_name) {
+            // Probes of one model differ by their options: show them.
+            model = format!(
+                "{model} · {} thread(s), batch {}",
+                row.num_thread, row.num_batch
+            );
+        }
+        if row.target {
+            model = format!("[TARGET] {model}");
+        }
         out!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} |",

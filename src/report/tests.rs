@@ -78,6 +78,7 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
             },
             use_case: "code review".to_string(),
             optional: false,
+            optimize: true,
             source: "matrix.csv:2".to_string(),
         },
         verdict,
@@ -395,7 +396,10 @@ fn targets_are_marked_and_probes_listed_apart() {
     assert!(!summary.contains("| [TARGET]"), "{summary}");
     assert!(summary.contains("`[TARGET]` marks"), "{summary}");
     let probes = &md[md.find("## Optimizer probes").unwrap()..md.find("## Details").unwrap()];
-    assert!(probes.contains("| [TARGET] m | 16K"), "{probes}");
+    assert!(
+        probes.contains("| [TARGET] m · 8 thread(s), batch 512 | 16K"),
+        "{probes}"
+    );
     let csv = CsvReport.render(&report);
     assert!(csv.lines().nth(1).unwrap().ends_with(",true"), "{csv}");
     assert!(csv.lines().nth(2).unwrap().ends_with(",false"), "{csv}");
