@@ -82,6 +82,37 @@ impl RunEnv {
     }
 }
 
+/// The run environment shared by every trial of a test process, created on first use (so that
+/// `--list` creates nothing). The error says which directory could not be made.
+pub fn shared_env<'a>(
+    once: &'a std::sync::OnceLock<Result<RunEnv, String>>,
+    config: &Config,
+) -> Result<&'a RunEnv, libtest_mimic::Failed> {
+    once.get_or_init(|| {
+        RunEnv::new(config.clone()).map_err(|e| {
+            format!(
+                "cannot create the run directory under {}: {e}",
+                config.results_dir.display()
+            )
+        })
+    })
+    .as_ref()
+    .map_err(|e| libtest_mimic::Failed::from(e.as_str()))
+}
+
+/// How a test reports a cell (or a model) that could not run here: ignored with the reason, or
+/// failed when `O3_REQUIRE_SERVER=1`.
+pub fn cannot_run(
+    config: &Config,
+    why: &str,
+) -> Result<libtest_mimic::Completion, libtest_mimic::Failed> {
+    if config.require_server {
+        Err(format!("cannot run (O3_REQUIRE_SERVER=1): {why}").into())
+    } else {
+        Ok(libtest_mimic::Completion::ignored_with(why))
+    }
+}
+
 /// Points `<results_dir>/latest` at `run_id` (a relative symlink, replaced atomically).
 fn point_latest(results_dir: &Path, run_id: &str) {
     #[cfg(unix)]

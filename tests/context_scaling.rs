@@ -10,11 +10,11 @@
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Trial};
 use o3_suite::config::Config;
 use o3_suite::matrix;
 use o3_suite::results::{CellSpec, Verdict};
-use o3_suite::runner::{Outcome, RunEnv, run_cell};
+use o3_suite::runner::{Outcome, RunEnv, cannot_run, run_cell, shared_env};
 
 fn main() -> ExitCode {
     let mut args = Arguments::from_args();
@@ -64,26 +64,9 @@ fn main() -> ExitCode {
 fn trial(spec: CellSpec, config: Config, env: Arc<OnceLock<Result<RunEnv, String>>>) -> Trial {
     let optional = spec.optional;
     Trial::ignorable_test(spec.test_name.clone(), move || {
-        let env = env
-            .get_or_init(|| {
-                RunEnv::new(config.clone()).map_err(|e| {
-                    format!(
-                        "cannot create the run directory under {}: {e}",
-                        config.results_dir.display()
-                    )
-                })
-            })
-            .as_ref()
-            .map_err(|e| Failed::from(e.as_str()))?;
+        let env = shared_env(&env, &config)?;
         match run_cell(&spec, env) {
-            Outcome::CannotRun(r) => {
-                let why = r.reasons.join("; ");
-                if env.config.require_server {
-                    Err(format!("cannot run (O3_REQUIRE_SERVER=1): {why}").into())
-                } else {
-                    Ok(Completion::ignored_with(why))
-                }
-            }
+            Outcome::CannotRun(r) => cannot_run(&env.config, &r.reasons.join("; ")),
             Outcome::Ran(r) => {
                 let reasons = r.reasons.join("\n  ");
                 match r.verdict {

@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Trial};
 use o3_suite::config::Config;
 use o3_suite::matrix;
 use o3_suite::optimize::live::{ModelOutcome, optimize_model};
@@ -22,7 +22,7 @@ use o3_suite::optimize::plan::group_by_name;
 use o3_suite::optimize::search::summary_line;
 use o3_suite::optimize::{OptConfig, optimize_test_name};
 use o3_suite::results::CellSpec;
-use o3_suite::runner::RunEnv;
+use o3_suite::runner::{RunEnv, cannot_run, shared_env};
 
 fn main() -> ExitCode {
     let mut args = Arguments::from_args();
@@ -88,25 +88,9 @@ fn trial(
         rows.into_iter().filter(|r| !r.optional).collect()
     };
     Trial::ignorable_test(optimize_test_name(&name), move || {
-        let env = env
-            .get_or_init(|| {
-                RunEnv::new(config.clone()).map_err(|e| {
-                    format!(
-                        "cannot create the run directory under {}: {e}",
-                        config.results_dir.display()
-                    )
-                })
-            })
-            .as_ref()
-            .map_err(|e| Failed::from(e.as_str()))?;
+        let env = shared_env(&env, &config)?;
         match optimize_model(rows, env, &opt) {
-            ModelOutcome::CannotRun(why) => {
-                if env.config.require_server {
-                    Err(format!("cannot run (O3_REQUIRE_SERVER=1): {why}").into())
-                } else {
-                    Ok(Completion::ignored_with(why))
-                }
-            }
+            ModelOutcome::CannotRun(why) => cannot_run(&env.config, &why),
             ModelOutcome::Searched(record) => {
                 let line = summary_line(&record);
                 if let Some(why) = &record.stopped {
