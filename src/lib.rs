@@ -8,21 +8,26 @@
 //!
 //! Module map: [`matrix`] (the table), [`config`] (environment), [`backend`] (Ollama's native
 //! API), [`workload`] (prompts), [`measure`] (one trial), [`monitor`] (hardware sampler),
-//! [`stats`], [`stability`], [`gates`], [`results`] (files on disk), [`report`], [`runner`]
-//! (one cell end to end).
+//! [`stats`], [`stability`], [`gates`] (the typed judgement), [`results`] (what a cell leaves),
+//! [`rundir`] (the run directory's layout and files), [`report`], [`preflight`], [`runner`]
+//! (one cell end to end, in phases), [`harness`] (the shared test-target `main`), [`date`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod config;
+pub mod date;
 pub mod gates;
 pub mod golden;
+pub mod harness;
 pub mod matrix;
 pub mod measure;
 pub mod monitor;
 pub mod optimize;
+pub mod preflight;
 pub mod report;
 pub mod results;
+pub mod rundir;
 pub mod runner;
 pub mod stability;
 pub mod stats;

@@ -1,7 +1,7 @@
 //! Reports: the whole matrix, rebuilt from the result files of a run directory.
 //!
-//! [`build`] is a pure function of `<run>/cells/*.json` (read with
-//! [`crate::results::read_cells`]): it [`aggregate`]s the cell results into one [`Report`] and
+//! [`build`] is a pure function of the run directory ([`RunDir`]: the cell results and the
+//! optimizer's search records): it [`aggregate`]s the cell results into one [`Report`] and
 //! hands it to one [`ReportWriter`] per format — [`JsonReport`] for bots, [`CsvReport`] for
 //! spreadsheets, [`MarkdownReport`] for people. Each file lands atomically in
 //! `<run>/comparative_analysis/`. Nothing here reads clocks, hostnames or other in-memory state,
@@ -14,25 +14,22 @@ mod format;
 mod json_report;
 mod markdown;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::results::{
-    self, CellResult, Gates, ResultsError, StabilityBreakdown, StopReason, TrialKind, Verdict,
-};
+use crate::gates::{Gate, Judgement};
+use crate::results::{CellResult, CellSpec, Fidelity, StabilityBreakdown, StopReason, Verdict};
+use crate::rundir::{RunDir, StoreError, load_json_dir, write_atomic};
 use crate::stats::Summary;
 
-pub use self::csv_report::{CSV_COLUMNS, CsvReport};
-pub use self::definitions::{DEFINITIONS, Definition};
+pub use self::csv_report::{COLUMNS as CSV_COLUMNS, CsvReport};
+pub use self::definitions::{Definition, definitions};
 pub use self::json_report::JsonReport;
 pub use self::markdown::MarkdownReport;
 
 /// Version of the report format (JSON keys, CSV columns). Bumped whenever one changes meaning.
 pub const REPORT_FORMAT_VERSION: u32 = 1;
-
-/// Directory under the run directory that holds the report files.
-pub const REPORT_DIR: &str = "comparative_analysis";
 
 /// Errors of the report module. Each carries the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +46,7 @@ pub enum ReportError {
         /// The run directory.
         run_dir: PathBuf,
         /// The cause (carries the file that failed).
-        source: ResultsError,
+        source: StoreError,
     },
     /// A report file could not be written.
     #[error("failed to write report {path}: {source}")]
@@ -57,7 +54,7 @@ pub enum ReportError {
         /// The report file.
         path: PathBuf,
         /// The cause.
-        source: ResultsError,
+        source: StoreError,
     },
 }
 
@@ -74,38 +71,41 @@ pub fn writers() -> [&'static dyn ReportWriter; 3] {
     [&JsonReport, &CsvReport, &MarkdownReport]
 }
 
+/// Reads every cell result of the run, sorted by test name.
+pub fn read_cells(run: &RunDir) -> Result<Vec<CellResult>, StoreError> {
+    let mut cells: Vec<CellResult> = load_json_dir(&run.cells_dir())?;
+    cells.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
+    Ok(cells)
+}
+
 /// Rebuilds every report file of the run from its cell results; returns the paths written.
 ///
 /// A run directory without cells is not an error: the reports then say that there are no cells.
-pub fn build(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
-    if !run_dir.is_dir() {
+pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
+    if !run.root().is_dir() {
         return Err(ReportError::NoRunDir {
-            path: run_dir.to_path_buf(),
+            path: run.root().to_path_buf(),
         });
     }
-    let cells = results::read_cells(run_dir).map_err(|source| ReportError::ReadCells {
-        run_dir: run_dir.to_path_buf(),
+    let read_error = |source| ReportError::ReadCells {
+        run_dir: run.root().to_path_buf(),
         source,
-    })?;
+    };
+    let cells = read_cells(run).map_err(read_error)?;
     let mut report = aggregate(&cells);
     // Configurations the optimizer recommends (`cargo test --test optimize`) are marked.
-    let records = crate::optimize::record::read_records(run_dir).map_err(|source| {
-        ReportError::ReadCells {
-            run_dir: run_dir.to_path_buf(),
-            source,
-        }
-    })?;
+    let records: Vec<crate::optimize::record::SearchRecord> =
+        load_json_dir(&run.records_dir()).map_err(read_error)?;
     let targets: Vec<String> = records
         .iter()
         .filter_map(|r| r.recommended.as_ref())
         .flat_map(|rec| std::iter::once(rec.test_name.clone()).chain(rec.matrix_test_name.clone()))
         .collect();
     mark_targets(&mut report, &targets);
-    let dir = run_dir.join(REPORT_DIR);
     let mut written = Vec::new();
     for writer in writers() {
-        let path = dir.join(writer.file_name());
-        results::write_atomic(&path, writer.render(&report).as_bytes()).map_err(|source| {
+        let path = run.report_path(writer.file_name());
+        write_atomic(&path, writer.render(&report).as_bytes()).map_err(|source| {
             ReportError::Write {
                 path: path.clone(),
                 source,
@@ -119,7 +119,7 @@ pub fn build(run_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
 /// Marks the rows whose test names are in `targets` as recommended configurations.
 pub fn mark_targets(report: &mut Report, targets: &[String]) {
     for row in &mut report.rows {
-        row.target = targets.contains(&row.test_name);
+        row.target = targets.contains(&row.cell.test_name);
     }
 }
 
@@ -154,7 +154,7 @@ pub struct Report {
     /// Facts per model, ordered by model.
     pub models: Vec<ModelInfo>,
     /// What every metric means (the "Metric definitions" section of the Markdown).
-    pub definitions: &'static [Definition],
+    pub definitions: Vec<Definition>,
 }
 
 /// Number of cells per verdict.
@@ -182,7 +182,7 @@ impl VerdictCounts {
             ..Default::default()
         };
         for row in rows {
-            match row.verdict {
+            match row.verdict() {
                 Verdict::Pass => c.pass += 1,
                 Verdict::Marginal => c.marginal += 1,
                 Verdict::Fail => c.fail += 1,
@@ -194,50 +194,24 @@ impl VerdictCounts {
     }
 }
 
-/// A named ratio from [`CellResult::fidelity`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FidelityRatio {
-    /// What is compared, e.g. `decode_tps_client_over_server`.
-    pub name: String,
-    /// The ratio.
-    pub ratio: f64,
-}
-
-/// One cell of the matrix, machine-friendly: raw numbers in the units their names say.
+/// One cell of the matrix, machine-friendly: the cell as specified, its judgement, and raw
+/// numbers in the units their names say.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
-    /// Test name, `<name>::ctx_<K>k`.
-    pub test_name: String,
+    /// The cell as specified (test name, model, options, gates, use case, …).
+    #[serde(flatten)]
+    pub cell: CellSpec,
     /// Whether the optimizer recommends this configuration (`[TARGET]`).
     pub target: bool,
-    /// Slug of the model row, e.g. `gemma3_tools_27b`.
-    pub name: String,
-    /// Model as the server knows it.
-    pub model: String,
-    /// Category from the matrix table.
-    pub category: String,
-    /// Allocated context (`num_ctx`, tokens).
-    pub num_ctx: u32,
-    /// Prompt size the harness fills (tokens).
-    pub fill_tokens: u32,
-    /// `num_batch` load-time option.
-    pub num_batch: u32,
-    /// `num_thread` load-time option.
-    pub num_thread: u32,
-    /// Output token cap per trial.
-    pub num_predict: u32,
-    /// Gates of the cell.
-    pub gates: Gates,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Use case the cell speaks for.
-    pub use_case: String,
+    /// The verdict and what it rests on.
+    #[serde(flatten)]
+    pub judgement: Judgement,
+    /// The judgement in words ([`Judgement::reasons`]), for people reading the JSON.
+    pub reasons: Vec<String>,
+    /// The gates that made a FAIL cell fail.
+    pub failed_gates: Vec<Gate>,
     /// The use case judged by the verdict, e.g. `❌ complex refactoring (fails TTFT)`.
     pub use_case_fit: String,
-    /// Reasons for the verdict, as the cell recorded them.
-    pub reasons: Vec<String>,
-    /// Gates named in the reasons of a FAIL cell (`TTFT`, `tok/s`, `stability`, `RAM`).
-    pub failed_gates: Vec<String>,
     /// Client TTFT (s) of the valid measured trials.
     pub ttft_s: Option<Summary>,
     /// Client TTFT to any content (s).
@@ -260,16 +234,10 @@ pub struct Row {
     pub peak_file_bytes: Option<u64>,
     /// Peak system memory in use (percent of total); absent when not sampled.
     pub system_peak_pct: Option<f64>,
-    /// Whether the RAM guard stopped the cell.
-    pub ram_guard_tripped: bool,
     /// Notes of the hardware sampler.
     pub hardware_notes: Vec<String>,
     /// Stability score and components; absent when no measured trial was attempted.
     pub stability: Option<StabilityBreakdown>,
-    /// Valid measured trials.
-    pub n_valid: usize,
-    /// Attempted measured trials (warm-ups excluded).
-    pub n_attempted: usize,
     /// Why the trial loop stopped.
     pub stop_reason: StopReason,
     /// Load time of the model with the cell's options (s).
@@ -285,7 +253,14 @@ pub struct Row {
     /// Whether `truncate: false` was sent.
     pub truncate_false_sent: bool,
     /// Client/server and harness/reference ratios, when measured.
-    pub fidelity: Vec<FidelityRatio>,
+    pub fidelity: Vec<Fidelity>,
+}
+
+impl Row {
+    /// The verdict.
+    pub fn verdict(&self) -> Verdict {
+        self.judgement.verdict
+    }
 }
 
 /// Host facts as recorded in the cells.
@@ -442,42 +417,22 @@ pub fn aggregate(cells: &[CellResult]) -> Report {
         first_started_at,
         last_started_at,
         models,
-        definitions: DEFINITIONS,
+        definitions: definitions(),
     }
 }
 
 /// One row from one cell.
 fn row(c: &CellResult) -> Row {
-    let measured = c.trials.iter().filter(|t| t.kind == TrialKind::Measured);
-    let n_attempted = measured.clone().count();
-    let n_valid = measured.filter(|t| t.valid).count();
     let hw = &c.hardware;
     let sampled = hw.samples > 0;
-    let failed_gates: Vec<String> = if c.verdict == Verdict::Fail {
-        failed_gates(&c.reasons)
-            .into_iter()
-            .map(str::to_string)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let failed_gates = c.judgement.failed_gates();
     let s = &c.summaries;
     Row {
-        test_name: c.cell.test_name.clone(),
+        cell: c.cell.clone(),
         target: false,
-        name: c.cell.name.clone(),
-        model: c.cell.model.clone(),
-        category: c.cell.category.clone(),
-        num_ctx: c.cell.num_ctx,
-        fill_tokens: c.cell.fill_tokens,
-        num_batch: c.cell.num_batch,
-        num_thread: c.cell.num_thread,
-        num_predict: c.cell.num_predict,
-        gates: c.cell.gates.clone(),
-        verdict: c.verdict,
-        use_case: c.cell.use_case.clone(),
-        use_case_fit: use_case_fit(c.verdict, &c.cell.use_case, &c.reasons),
-        reasons: c.reasons.clone(),
+        judgement: c.judgement.clone(),
+        reasons: c.judgement.reasons(),
+        use_case_fit: use_case_fit(c.verdict(), &c.cell.use_case, &failed_gates),
         failed_gates,
         ttft_s: s.ttft_s.clone(),
         ttft_any_s: s.ttft_any_s.clone(),
@@ -490,11 +445,9 @@ fn row(c: &CellResult) -> Row {
         peak_anon_bytes: if sampled { hw.peak.anon_bytes } else { None },
         peak_file_bytes: if sampled { hw.peak.file_bytes } else { None },
         system_peak_pct: sampled.then_some(hw.system_peak_pct),
-        ram_guard_tripped: hw.ram_guard_tripped,
         hardware_notes: hw.notes.clone(),
-        stability: (c.verdict != Verdict::Skipped && n_attempted > 0).then(|| c.stability.clone()),
-        n_valid,
-        n_attempted,
+        stability: (c.verdict() != Verdict::Skipped && c.judgement.attempted_trials > 0)
+            .then(|| c.stability.clone()),
         stop_reason: c.stop_reason,
         load_s: c.load_s,
         wall_s: c.wall_s,
@@ -502,54 +455,13 @@ fn row(c: &CellResult) -> Row {
         options_sent: c.metadata.options_sent.clone(),
         think_false_sent: c.metadata.think_false_sent,
         truncate_false_sent: c.metadata.truncate_false_sent,
-        fidelity: c
-            .fidelity
-            .iter()
-            .map(|(name, ratio)| FidelityRatio {
-                name: name.clone(),
-                ratio: *ratio,
-            })
-            .collect(),
+        fidelity: c.fidelity.clone(),
     }
-}
-
-/// Gate keywords, in the order failed gates are listed. A reason names the gate whose keyword
-/// occurs first in it (case-insensitive, whole words: `ttft_s` and `tok/s` count, `parameter`
-/// does not contain `ram`).
-const GATE_KEYWORDS: &[(&str, &[&str])] = &[
-    ("TTFT", &["ttft"]),
-    ("tok/s", &["tok", "tps", "decode"]),
-    ("stability", &["stability"]),
-    ("RAM", &["ram", "oom"]),
-];
-
-/// The gates the reasons of a failed cell name, in [`GATE_KEYWORDS`] order, without repeats.
-pub(crate) fn failed_gates(reasons: &[String]) -> Vec<&'static str> {
-    let mut found: Vec<&'static str> = Vec::new();
-    for reason in reasons {
-        let lower = reason.to_lowercase();
-        let words = lower
-            .split(|c: char| !c.is_ascii_alphanumeric())
-            .filter(|w| !w.is_empty());
-        let gate = words.into_iter().find_map(|w| {
-            GATE_KEYWORDS
-                .iter()
-                .find(|(_, keys)| keys.contains(&w))
-                .map(|(gate, _)| *gate)
-        });
-        if let Some(gate) = gate {
-            if !found.contains(&gate) {
-                found.push(gate);
-            }
-        }
-    }
-    found.sort_by_key(|g| GATE_KEYWORDS.iter().position(|(k, _)| k == g));
-    found
 }
 
 /// The use case judged by the verdict: `✅ complex refactoring`, `⚠️ … (marginal)`,
 /// `❌ … (fails TTFT, tok/s)`, `— (invalid)`, `— (not run)`.
-pub fn use_case_fit(verdict: Verdict, use_case: &str, reasons: &[String]) -> String {
+pub fn use_case_fit(verdict: Verdict, use_case: &str, failed: &[Gate]) -> String {
     let use_case = use_case.trim();
     let with = |mark: &str, note: &str| match (use_case.is_empty(), note.is_empty()) {
         (true, true) => format!("{mark} {}", verdict.label().to_lowercase()),
@@ -560,13 +472,10 @@ pub fn use_case_fit(verdict: Verdict, use_case: &str, reasons: &[String]) -> Str
     match verdict {
         Verdict::Pass => with("✅", ""),
         Verdict::Marginal => with("⚠️", "marginal"),
+        Verdict::Fail if failed.is_empty() => with("❌", "fails"),
         Verdict::Fail => {
-            let gates = failed_gates(reasons);
-            if gates.is_empty() {
-                with("❌", "fails")
-            } else {
-                with("❌", &format!("fails {}", gates.join(", ")))
-            }
+            let labels: Vec<&str> = failed.iter().map(|g| g.label()).collect();
+            with("❌", &format!("fails {}", labels.join(", ")))
         }
         Verdict::Invalid => "— (invalid)".to_string(),
         Verdict::Skipped => "— (not run)".to_string(),

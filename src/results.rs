@@ -1,18 +1,15 @@
-//! Result records: what one cell leaves on disk, and the run directory that holds them.
+//! Result records: what one cell leaves on disk.
 //!
-//! Every cell writes `<run>/cells/<file>.json` atomically (write to a temporary file, then
-//! rename), so a killed test never leaves half a JSON behind. Reports are built from these files
-//! only (see [`crate::report`]), never from in-memory state.
+//! Every cell writes `<run>/cells/<file>.json` atomically ([`crate::rundir`]), so a killed test
+//! never leaves half a JSON behind. Reports are built from these files only (see
+//! [`crate::report`]), never from in-memory state.
 //!
 //! Units are in the field names: `_s` seconds, `_tps` tokens per second, `_bytes` bytes,
 //! `_pct` percent (0–100).
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
 
+use crate::gates::Judgement;
 use crate::stats::Summary;
 
 fn yes() -> bool {
@@ -20,7 +17,8 @@ fn yes() -> bool {
 }
 
 /// Version of the on-disk format of [`CellResult`]. Bumped whenever a field changes meaning.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the typed `judgement` replaces `verdict` and `reasons`; `fidelity` is typed.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The harness's own version, recorded in every result.
 pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -246,6 +244,15 @@ pub struct HardwareSummary {
 pub struct StabilityBreakdown {
     /// The 0–1 score.
     pub score: f64,
+    /// Lower end of the score's 95 % bootstrap interval; absent with fewer than 3 valid trials.
+    #[serde(default)]
+    pub ci_low: Option<f64>,
+    /// Upper end of the score's 95 % bootstrap interval.
+    #[serde(default)]
+    pub ci_high: Option<f64>,
+    /// Valid measured trials behind the score.
+    #[serde(default)]
+    pub n: usize,
     /// Valid measured trials / attempted measured trials.
     pub success_rate: f64,
     /// Coefficient of variation of client decode rate across valid trials.
@@ -263,7 +270,7 @@ pub struct StabilityBreakdown {
 }
 
 /// Why the sequential trial loop stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// The 95 % intervals of decode tok/s and TTFT are within 5 % of their means.
@@ -279,6 +286,7 @@ pub enum StopReason {
     /// A request failed in a way that ends the cell (server error, timeout).
     Error,
     /// The cell never reached the measured phase.
+    #[default]
     NotStarted,
 }
 
@@ -335,6 +343,42 @@ pub struct RunMetadata {
     pub env: Vec<(String, String)>,
 }
 
+/// A ratio of two measurements of the same figure, recorded to show the harness measures what
+/// the engine does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FidelityKind {
+    /// Client decode rate ÷ the server's own (`eval_count / eval_duration`).
+    DecodeClientOverServer,
+    /// Client decode rate ÷ `llama-bench` tg at the same threads and depth.
+    DecodeClientOverLlamaBench,
+    /// Server decode rate ÷ `llama-bench` tg.
+    DecodeServerOverLlamaBench,
+    /// Server prefill rate ÷ `llama-bench` pp.
+    PrefillServerOverLlamaBench,
+}
+
+impl FidelityKind {
+    /// The name as the JSON and the reports spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FidelityKind::DecodeClientOverServer => "decode_client_over_server",
+            FidelityKind::DecodeClientOverLlamaBench => "decode_client_over_llama_bench",
+            FidelityKind::DecodeServerOverLlamaBench => "decode_server_over_llama_bench",
+            FidelityKind::PrefillServerOverLlamaBench => "prefill_server_over_llama_bench",
+        }
+    }
+}
+
+/// One fidelity ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fidelity {
+    /// What is compared.
+    pub kind: FidelityKind,
+    /// The ratio.
+    pub ratio: f64,
+}
+
 /// Everything one cell leaves behind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
@@ -342,16 +386,14 @@ pub struct CellResult {
     pub format_version: u32,
     /// The cell as specified.
     pub cell: CellSpec,
-    /// The verdict.
-    pub verdict: Verdict,
-    /// Reasons for the verdict: each failed gate (measured vs limit), each reason for
-    /// INVALID, why a cell was skipped, and warnings for MARGINAL.
-    pub reasons: Vec<String>,
+    /// The verdict and everything it rests on: each gate checked, the invalid reasons, the
+    /// notes, why the cell was skipped.
+    pub judgement: Judgement,
     /// Load time of the cell's model with its options (s), from the load request.
     pub load_s: Option<f64>,
     /// Client wall time of the load request (s).
     pub load_wall_s: Option<f64>,
-    /// Every request of the cell: warm-up and measured.
+    /// Every request of the cell: calibration, warm-up and measured.
     pub trials: Vec<TrialRecord>,
     /// Summaries of the valid measured trials.
     pub summaries: CellSummaries,
@@ -363,154 +405,57 @@ pub struct CellResult {
     pub stability: StabilityBreakdown,
     /// Host, server and model facts.
     pub metadata: RunMetadata,
-    /// Client/server and harness/reference ratios, when measured (name → ratio).
-    pub fidelity: Vec<(String, f64)>,
+    /// Client/server and harness/reference ratios, when measured.
+    pub fidelity: Vec<Fidelity>,
     /// Wall time of the whole cell (s).
     pub wall_s: f64,
 }
 
-/// Errors of the results module. Every I/O error carries its path.
-#[derive(Debug, thiserror::Error)]
-pub enum ResultsError {
-    /// Could not create, write or rename a file.
-    #[error("failed to write {path}: {source}")]
-    Write {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Could not read a file or directory.
-    #[error("failed to read {path}: {source}")]
-    Read {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A result file is not valid JSON of the expected shape.
-    #[error("failed to parse {path}: {source}")]
-    Parse {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        source: serde_json::Error,
-    },
+impl CellResult {
+    /// The verdict.
+    pub fn verdict(&self) -> Verdict {
+        self.judgement.verdict
+    }
+
+    /// The valid measured trials, in order.
+    pub fn valid_measured(&self) -> impl Iterator<Item = &TrialRecord> {
+        self.trials
+            .iter()
+            .filter(|t| t.kind == TrialKind::Measured && t.valid)
+    }
+
+    /// Measured trials: (valid, attempted).
+    pub fn measured_counts(&self) -> (usize, usize) {
+        let measured = self.trials.iter().filter(|t| t.kind == TrialKind::Measured);
+        let attempted = measured.clone().count();
+        (measured.filter(|t| t.valid).count(), attempted)
+    }
 }
 
-/// File name of a cell's result: the test name with `::` turned into `__`.
-pub fn cell_file_name(test_name: &str) -> String {
-    let safe: String = test_name
-        .replace("::", "__")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
+/// Summaries of the valid measured trials of `trials`.
+pub fn summarize_trials(trials: &[TrialRecord]) -> CellSummaries {
+    let valid: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| t.kind == TrialKind::Measured && t.valid)
         .collect();
-    format!("{safe}.json")
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ResultsError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir).map_err(|source| ResultsError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
+    let s = |f: &dyn Fn(&TrialRecord) -> Option<f64>| {
+        let v: Vec<f64> = valid.iter().filter_map(|t| f(t)).collect();
+        crate::stats::summarize(&v)
     };
-    write().map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        ResultsError::Write {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
-}
-
-/// Writes a cell result to `<run_dir>/cells/<file>.json` atomically and returns the path.
-pub fn write_cell(run_dir: &Path, result: &CellResult) -> Result<PathBuf, ResultsError> {
-    let path = run_dir
-        .join("cells")
-        .join(cell_file_name(&result.cell.test_name));
-    let json = serde_json::to_vec_pretty(result).expect("cell results always serialize");
-    write_atomic(&path, &json)?;
-    Ok(path)
-}
-
-/// Reads every cell result under `<run_dir>/cells/`, sorted by test name. Temporary files
-/// (names starting with `.`) are skipped.
-pub fn read_cells(run_dir: &Path) -> Result<Vec<CellResult>, ResultsError> {
-    let dir = run_dir.join("cells");
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(ResultsError::Read { path: dir, source }),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| ResultsError::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || !name.ends_with(".json") {
-            continue;
-        }
-        let bytes = fs::read(&path).map_err(|source| ResultsError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let result: CellResult =
-            serde_json::from_slice(&bytes).map_err(|source| ResultsError::Parse {
-                path: path.clone(),
-                source,
-            })?;
-        out.push(result);
-    }
-    out.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case("gemma3_tools_27b::ctx_128k", "gemma3_tools_27b__ctx_128k.json")]
-    #[case("a b::ctx_2k", "a_b__ctx_2k.json")]
-    fn file_names(#[case] test_name: &str, #[case] expected: &str) {
-        assert_eq!(cell_file_name(test_name), expected);
-    }
-
-    #[test]
-    fn atomic_write_leaves_no_temporary_file() {
-        let dir = std::env::temp_dir().join(format!("o3-atomic-{}", std::process::id()));
-        let path = dir.join("x.json");
-        write_atomic(&path, b"{}").unwrap();
-        write_atomic(&path, b"[1]").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"[1]");
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["x.json".to_string()]);
-        fs::remove_dir_all(&dir).unwrap();
+    CellSummaries {
+        ttft_s: s(&|t| t.ttft_s),
+        ttft_any_s: s(&|t| t.ttft_any_s),
+        decode_tps: s(&|t| t.decode_tps),
+        decode_tps_server: s(&|t| t.decode_tps_server),
+        prefill_tps_server: s(&|t| t.prefill_tps_server),
+        itl_p50_s: s(&|t| t.itl_p50_s),
+        itl_p95_s: s(&|t| t.itl_p95_s),
+        e2e_s: s(&|t| t.e2e_s),
+        prompt_tokens: s(&|t| t.prompt_tokens_evaluated.map(f64::from)),
+        output_tokens: s(&|t| t.output_tokens.map(f64::from)),
     }
 }
+
+/// The cell file helpers live with the run-directory layout ([`crate::rundir`]); re-exported
+/// here for the modules that write beside the cells.
+pub use crate::rundir::{StoreError as ResultsError, write_atomic};

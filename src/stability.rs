@@ -13,6 +13,13 @@
 //! ```
 //! A component with too little data (fewer than 3 valid trials, or no RSS figures) counts as 1
 //! and is recorded as absent (`None`), shown as "n/a".
+//!
+//! The score has a 95 % interval: a percentile bootstrap over the measured trials
+//! ([`BOOTSTRAP_RESAMPLES`] resamples drawn with replacement, kept in trial order, each scored
+//! by the same formula), so that the stability gate is judged like the others
+//! ([`crate::gates`]): one slow first trial among three moves the point score a lot, and the
+//! interval says so. The resampling is seeded from the trials' own figures, so the same trials
+//! always give the same interval.
 
 use crate::results::{StabilityBreakdown, TrialKind, TrialRecord};
 use crate::stats;
@@ -30,24 +37,94 @@ pub const DRIFT_ZERO: f64 = 0.30;
 /// Relative RSS growth across the cell at which memory reaches 0.
 pub const GROWTH_ZERO: f64 = 0.20;
 
-/// The formula as text, for reports.
-pub const FORMULA: &str = "score = success_rate × (0.4·consistency + 0.3·drift + 0.3·memory); \
-consistency = clamp(1 − decode_cv / 0.30); drift = clamp(1 − |decode_drift| / 0.30) where \
-decode_drift = least-squares slope of decode tok/s over trial index × (n − 1) / mean; \
-memory = clamp(1 − max(memory_growth, 0) / 0.20) where memory_growth = (RSS after the last \
-valid trial − RSS after the first) / RSS after the first; a component with fewer than 3 \
-valid trials (or no RSS figures) counts as 1 and shows as n/a.";
+/// Valid trials a component needs; with fewer it counts as 1 and shows as n/a.
+pub const MIN_TRIALS: usize = 3;
+/// Bootstrap resamples behind the interval of the score.
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+
+/// The formula as text, for reports, rendered from the constants above.
+pub fn formula() -> String {
+    format!(
+        "score = success_rate × ({W_CONSISTENCY}·consistency + {W_DRIFT}·drift + \
+         {W_MEMORY}·memory); consistency = clamp(1 − decode_cv / {CV_ZERO:.2}); drift = \
+         clamp(1 − |decode_drift| / {DRIFT_ZERO:.2}) where decode_drift = least-squares slope of \
+         decode tok/s over trial index × (n − 1) / mean; memory = clamp(1 − max(memory_growth, \
+         0) / {GROWTH_ZERO:.2}) where memory_growth = (RSS after the last valid trial − RSS \
+         after the first) / RSS after the first; a component with fewer than {MIN_TRIALS} valid \
+         trials (or no RSS figures) counts as 1 and shows as n/a; the 95 % interval is a \
+         percentile bootstrap over the measured trials ({BOOTSTRAP_RESAMPLES} resamples)."
+    )
+}
 
 fn clamp01(x: f64) -> f64 {
     x.clamp(0.0, 1.0)
 }
 
-/// Scores the measured trials of a cell (warm-up and calibration records are ignored).
+/// Scores the measured trials of a cell (warm-up and calibration records are ignored), with
+/// the bootstrap interval of the score.
 pub fn score(trials: &[TrialRecord]) -> StabilityBreakdown {
     let measured: Vec<&TrialRecord> = trials
         .iter()
         .filter(|t| t.kind == TrialKind::Measured)
         .collect();
+    let mut s = point(&measured);
+    if let Some((lo, hi)) = bootstrap(&measured) {
+        s.ci_low = Some(lo.min(s.score));
+        s.ci_high = Some(hi.max(s.score));
+    }
+    s
+}
+
+/// A small deterministic generator (SplitMix64): the interval must not change between runs or
+/// versions of a random-number crate, or the goldens and verdicts would.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The 2.5th and 97.5th percentiles of the score over resamples of the measured trials; absent
+/// with fewer than [`MIN_TRIALS`] valid trials, where no component can move.
+fn bootstrap(measured: &[&TrialRecord]) -> Option<(f64, f64)> {
+    let valid = measured.iter().filter(|t| t.valid).count();
+    if valid < MIN_TRIALS {
+        return None;
+    }
+    let seed = measured.iter().fold(0x6F33_u64, |h, t| {
+        let x = t.decode_tps.unwrap_or(-1.0).to_bits() ^ t.rss_after_bytes.unwrap_or(0);
+        h.rotate_left(7) ^ x ^ u64::from(t.valid)
+    });
+    let mut rng = SplitMix64(seed);
+    let n = measured.len();
+    let mut scores = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    let mut picks = vec![0usize; n];
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        for p in picks.iter_mut() {
+            *p = rng.below(n);
+        }
+        // Kept in trial order: drift and memory growth read the order.
+        picks.sort_unstable();
+        let resample: Vec<&TrialRecord> = picks.iter().map(|&i| measured[i]).collect();
+        scores.push(point(&resample).score);
+    }
+    Some((
+        stats::percentile(&scores, 0.025)?,
+        stats::percentile(&scores, 0.975)?,
+    ))
+}
+
+/// The score of measured trials, without an interval.
+fn point(measured: &[&TrialRecord]) -> StabilityBreakdown {
     let attempted = measured.len();
     let valid: Vec<&TrialRecord> = measured.iter().copied().filter(|t| t.valid).collect();
     let success_rate = if attempted == 0 {
@@ -56,7 +133,7 @@ pub fn score(trials: &[TrialRecord]) -> StabilityBreakdown {
         valid.len() as f64 / attempted as f64
     };
     let decode: Vec<f64> = valid.iter().filter_map(|t| t.decode_tps).collect();
-    let enough = decode.len() >= 3;
+    let enough = decode.len() >= MIN_TRIALS;
     let decode_cv = if enough {
         stats::summarize(&decode).and_then(|s| s.cv)
     } else {
@@ -71,7 +148,7 @@ pub fn score(trials: &[TrialRecord]) -> StabilityBreakdown {
         None
     };
     let rss: Vec<u64> = valid.iter().filter_map(|t| t.rss_after_bytes).collect();
-    let memory_growth = if rss.len() >= 3 && rss[0] > 0 {
+    let memory_growth = if rss.len() >= MIN_TRIALS && rss[0] > 0 {
         Some((rss[rss.len() - 1] as f64 - rss[0] as f64) / rss[0] as f64)
     } else {
         None
@@ -82,6 +159,9 @@ pub fn score(trials: &[TrialRecord]) -> StabilityBreakdown {
     let score = success_rate * (W_CONSISTENCY * consistency + W_DRIFT * drift + W_MEMORY * memory);
     StabilityBreakdown {
         score,
+        ci_low: None,
+        ci_high: None,
+        n: valid.len(),
         success_rate,
         decode_cv,
         consistency,
@@ -164,6 +244,50 @@ mod tests {
             ..TrialRecord::default()
         };
         assert!(close(score(&[warm]).score, 0.0));
+    }
+
+    #[test]
+    fn the_interval_holds_the_score_and_is_repeatable() {
+        // The quiet-machine case: one slow first trial of three (9.6, 12.4, 12.2 tok/s).
+        let trials = vec![t(9.6, 1000, true), t(12.4, 1000, true), t(12.2, 1000, true)];
+        let s = score(&trials);
+        let (lo, hi) = (s.ci_low.unwrap(), s.ci_high.unwrap());
+        assert!(lo <= s.score && s.score <= hi, "{s:?}");
+        // Resamples of three identical trials score 1, so the interval reaches 1. The point
+        // score (0.59) lies below the reference cells' limit of 0.6 while the interval reaches
+        // well above it: the gate cannot call that a failure.
+        assert!((s.score - 0.589).abs() < 0.001, "{s:?}");
+        assert!(close(hi, 1.0), "{s:?}");
+        assert!(lo < 0.6 && lo < s.score, "{s:?}");
+        assert_eq!(score(&trials), s);
+    }
+
+    #[test]
+    fn steady_trials_have_a_narrow_interval() {
+        let trials: Vec<_> = (0..8)
+            .map(|i| t(10.0 + 0.01 * f64::from(i % 2), 1000, true))
+            .collect();
+        let s = score(&trials);
+        assert!(s.ci_high.unwrap() - s.ci_low.unwrap() < 0.02, "{s:?}");
+    }
+
+    #[test]
+    fn too_few_trials_have_no_interval() {
+        let s = score(&[t(10.0, 1000, true), t(5.0, 2000, true)]);
+        assert_eq!((s.ci_low, s.ci_high), (None, None));
+    }
+
+    #[test]
+    fn the_formula_text_follows_the_constants() {
+        let f = formula();
+        assert!(
+            f.contains("0.4·consistency + 0.3·drift + 0.3·memory"),
+            "{f}"
+        );
+        assert!(
+            f.contains("decode_cv / 0.30") && f.contains("/ 0.20)"),
+            "{f}"
+        );
     }
 
     #[test]

@@ -194,9 +194,9 @@ fn closed_port_ignores_every_cell_with_the_host_in_the_reason() {
         &std::fs::read(run.join("cells").join("liquid_rag__ctx_64k.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(one["verdict"], "SKIPPED");
+    assert_eq!(one["judgement"]["verdict"], "SKIPPED");
     assert!(
-        one["reasons"][0]
+        one["judgement"]["skipped"]
             .as_str()
             .unwrap()
             .contains(&format!("server at {host} unreachable"))

@@ -16,10 +16,12 @@ use std::time::Duration;
 
 use o3_suite::backend::{GenerateRequest, LoadOptions, OllamaClient};
 use o3_suite::config::Config;
+use o3_suite::harness::RunEnv;
 use o3_suite::measure::{self, TrialPlan};
 use o3_suite::monitor;
-use o3_suite::results::{self, CellSpec, Gates, TrialKind, Verdict};
-use o3_suite::runner::{CellOptions, Outcome, RUNTIME, RunEnv, run_cell_with};
+use o3_suite::results::{self, CellSpec, Fidelity, FidelityKind, Gates, TrialKind, Verdict};
+use o3_suite::rundir::save_json;
+use o3_suite::runner::{CellOptions, RUNTIME, run_cell_with};
 use o3_suite::{report, workload};
 
 struct Backend {
@@ -98,11 +100,14 @@ fn private_env(b: &Backend, tag: &str, max_trials: u32) -> RunEnv {
     RunEnv::new(config).unwrap()
 }
 
-fn ran(outcome: Outcome) -> results::CellResult {
-    match outcome {
-        Outcome::Ran(r) => r,
-        Outcome::CannotRun(r) => panic!("cell could not run: {:?}", r.reasons),
-    }
+fn ran(r: results::CellResult) -> results::CellResult {
+    assert_ne!(
+        r.verdict(),
+        Verdict::Skipped,
+        "cell could not run: {:?}",
+        r.judgement.reasons()
+    );
+    r
 }
 
 #[test]
@@ -180,11 +185,11 @@ fn an_overlong_prompt_makes_the_cell_invalid() {
         allow_overfill: true,
     };
     let r = ran(run_cell_with(&cell, &env, &opts));
-    assert_eq!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+    assert_eq!(r.verdict(), Verdict::Invalid, "{:?}", r.judgement.reasons());
     assert!(
-        r.reasons[0].contains("prompt truncated: server evaluated"),
+        r.judgement.reasons()[0].contains("prompt truncated: server evaluated"),
         "{:?}",
-        r.reasons
+        r.judgement.reasons()
     );
     let evaluated = r
         .trials
@@ -202,11 +207,12 @@ fn an_overlong_prompt_makes_the_cell_invalid() {
         allow_overfill: true,
     };
     let r = ran(run_cell_with(&cell, &env, &opts));
-    assert_eq!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+    assert_eq!(r.verdict(), Verdict::Invalid, "{:?}", r.judgement.reasons());
     assert!(
-        r.reasons[0].contains("HTTP 400") && r.reasons[0].contains("context length"),
+        r.judgement.reasons()[0].contains("HTTP 400")
+            && r.judgement.reasons()[0].contains("context length"),
         "{:?}",
-        r.reasons
+        r.judgement.reasons()
     );
 }
 
@@ -223,7 +229,7 @@ fn the_runner_is_found_and_holds_the_weights() {
     let cell = spec("live_runner", "gemma3:270m", 4096, 512, 32);
     let env = private_env(&b, "runner", 2);
     let r = ran(run_cell_with(&cell, &env, &CellOptions::default()));
-    assert_ne!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+    assert_ne!(r.verdict(), Verdict::Invalid, "{:?}", r.judgement.reasons());
     let hw = &r.hardware;
     assert!(
         hw.source.contains("process tree"),
@@ -258,7 +264,7 @@ fn ram_delta_grows_with_num_ctx() {
     let delta = |num_ctx: u32| {
         let cell = spec("live_ram", "smollm2:135m", num_ctx, 256, 16);
         let r = ran(run_cell_with(&cell, &env, &CellOptions::default()));
-        assert_ne!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+        assert_ne!(r.verdict(), Verdict::Invalid, "{:?}", r.judgement.reasons());
         r.hardware.rss_delta_bytes
     };
     let small = delta(2048);
@@ -309,7 +315,7 @@ fn fidelity_against_llama_bench() {
         let (ctx, fill, n_gen) = (4096, 1024, 128);
         let cell = spec(name, model, ctx, fill, n_gen);
         let mut r = ran(run_cell_with(&cell, &env, &CellOptions::default()));
-        assert_ne!(r.verdict, Verdict::Invalid, "{:?}", r.reasons);
+        assert_ne!(r.verdict(), Verdict::Invalid, "{:?}", r.judgement.reasons());
         // Prefill of `fill` tokens from an empty cache; decode after `fill` tokens of context.
         let pp = llama_bench(&b, file, &["-p", &fill.to_string(), "-n", "0"]);
         let tg = llama_bench(
@@ -321,21 +327,23 @@ fn fidelity_against_llama_bench() {
         let client = s.decode_tps.as_ref().unwrap().mean;
         let server = s.decode_tps_server.as_ref().unwrap().mean;
         let prefill = s.prefill_tps_server.as_ref().unwrap().mean;
-        r.fidelity = vec![
-            ("decode_client_over_server".into(), client / server),
-            ("decode_client_over_llama_bench".into(), client / tg),
-            ("decode_server_over_llama_bench".into(), server / tg),
-            ("prefill_server_over_llama_bench".into(), prefill / pp),
-        ];
-        r.reasons.push(format!(
+        r.fidelity = [
+            (FidelityKind::DecodeClientOverServer, client / server),
+            (FidelityKind::DecodeClientOverLlamaBench, client / tg),
+            (FidelityKind::DecodeServerOverLlamaBench, server / tg),
+            (FidelityKind::PrefillServerOverLlamaBench, prefill / pp),
+        ]
+        .map(|(kind, ratio)| Fidelity { kind, ratio })
+        .to_vec();
+        r.judgement.notes.push(format!(
             "fidelity: llama-bench -t 2 -b 512: pp{fill} {pp:.1} tok/s, tg{n_gen} @ d{fill} {tg:.1} tok/s; \
              harness: prefill {prefill:.1} tok/s (server), decode {client:.1} tok/s (client) / {server:.1} (server)"
         ));
-        results::write_cell(&env.run_dir, &r).unwrap();
+        save_json(&env.run_dir.cell_path(&cell.test_name), &r).unwrap();
         report::build(&env.run_dir).unwrap();
-        eprintln!("[{}] {}", cell.test_name, r.reasons.last().unwrap());
-        for (k, v) in &r.fidelity {
-            eprintln!("[{}] {k} = {v:.3}", cell.test_name);
+        eprintln!("[{}] {}", cell.test_name, r.judgement.notes.last().unwrap());
+        for f in &r.fidelity {
+            eprintln!("[{}] {} = {:.3}", cell.test_name, f.kind.name(), f.ratio);
         }
         // The promise: the client's decode rate agrees with the server's within 5 %.
         let ratio = client / server;

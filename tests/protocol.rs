@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use o3_suite::config::Config;
-use o3_suite::results::{
-    self, CellResult, CellSpec, Gates, StopReason, TrialKind, TrialRecord, Verdict,
-};
-use o3_suite::runner::{CellOptions, Outcome, RunEnv, run_cell_with};
+use o3_suite::harness::RunEnv;
+use o3_suite::report;
+use o3_suite::results::{CellResult, CellSpec, Gates, StopReason, TrialKind, TrialRecord, Verdict};
+use o3_suite::runner::{CellOptions, run_cell_with};
 use rstest::rstest;
 use serde_json::{Value, json};
 
@@ -95,13 +95,13 @@ fn config(base_url: String) -> Config {
 struct Ran {
     server: ScriptedServer,
     env: RunEnv,
-    outcome: Outcome,
+    result: CellResult,
     elapsed: Duration,
 }
 
 impl Ran {
     fn result(&self) -> &CellResult {
-        self.outcome.result()
+        &self.result
     }
 
     fn measured(&self) -> Vec<&TrialRecord> {
@@ -122,22 +122,15 @@ impl Ran {
 
     /// `<run>/cells/<file>.json`, read back.
     fn result_on_disk(&self) -> CellResult {
-        let path = self
-            .env
-            .run_dir
-            .join("cells")
-            .join(results::cell_file_name(&self.result().cell.test_name));
+        let path = self.env.run_dir.cell_path(&self.result().cell.test_name);
         assert!(path.is_file(), "no result file at {}", path.display());
-        let cells = results::read_cells(&self.env.run_dir).expect("the result files parse");
+        let cells = report::read_cells(&self.env.run_dir).expect("the result files parse");
         assert_eq!(cells.len(), 1, "one cell per run directory");
         cells.into_iter().next().unwrap()
     }
 
     fn report_md(&self) -> PathBuf {
-        self.env
-            .run_dir
-            .join("comparative_analysis")
-            .join("performance_matrix.md")
+        self.env.run_dir.report_path("performance_matrix.md")
     }
 
     /// Asserts the verdict, the stop reason and the number of measured trials, showing the
@@ -145,10 +138,10 @@ impl Ran {
     fn expect(&self, verdict: Verdict, stop: StopReason, measured: usize) {
         let r = self.result();
         assert_eq!(
-            (r.verdict, r.stop_reason, self.measured().len()),
+            (r.verdict(), r.stop_reason, self.measured().len()),
             (verdict, stop, measured),
             "verdict, stop reason, measured trials; reasons {:#?}\ntrials {:#?}",
-            r.reasons,
+            r.judgement.reasons(),
             r.trials
         );
         assert!(
@@ -159,8 +152,8 @@ impl Ran {
         // Whatever happened, the cell leaves its result and the reports behind.
         let disk = self.result_on_disk();
         assert_eq!(
-            (disk.verdict, &disk.reasons, disk.stop_reason),
-            (r.verdict, &r.reasons, r.stop_reason)
+            (disk.verdict(), &disk.judgement.reasons(), disk.stop_reason),
+            (r.verdict(), &r.judgement.reasons(), r.stop_reason)
         );
         assert!(
             self.report_md().is_file(),
@@ -175,10 +168,10 @@ impl Ran {
         let r = self.result();
         let n = self.measured().len();
         assert!(
-            r.verdict == Verdict::Pass && (3..=5).contains(&n),
+            r.verdict() == Verdict::Pass && (3..=5).contains(&n),
             "expected PASS after 3–5 trials, got {:?} after {n}: {:#?}\n{:#?}",
-            r.verdict,
-            r.reasons,
+            r.verdict(),
+            r.judgement.reasons(),
             r.trials
         );
         self.expect(Verdict::Pass, r.stop_reason, n);
@@ -208,12 +201,12 @@ fn run_opts(
     tweak(&mut cfg);
     let env = RunEnv::new(cfg).expect("the run directory can be created");
     let t = Instant::now();
-    let outcome = run_cell_with(&spec(test_name), &env, opts);
+    let result = run_cell_with(&spec(test_name), &env, opts);
     let elapsed = t.elapsed();
     Ran {
         server,
         env,
-        outcome,
+        result,
         elapsed,
     }
 }
@@ -222,10 +215,10 @@ fn run(test_name: &str, script: Script) -> Ran {
     run_script(test_name, script, |_| {})
 }
 
-fn only_reason(ran: &Ran) -> &str {
-    let r = ran.result();
-    assert!(!r.reasons.is_empty(), "no reasons: {r:#?}");
-    &r.reasons[0]
+fn only_reason(ran: &Ran) -> String {
+    let reasons = ran.result().judgement.reasons();
+    assert!(!reasons.is_empty(), "no reasons: {:#?}", ran.result());
+    reasons[0].clone()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,12 +234,16 @@ fn normal_stream_passes_and_sends_the_cell_options(#[case] connection_close: boo
     };
     let ran = run("scripted_normal::ctx_8k", script);
     let r = ran.result();
-    assert!(matches!(ran.outcome, Outcome::Ran(_)), "{:?}", r.reasons);
+    assert!(
+        ran.result.verdict() != Verdict::Skipped,
+        "{:?}",
+        r.judgement.reasons()
+    );
     assert_eq!(
-        r.verdict,
+        r.verdict(),
         Verdict::Pass,
         "{:#?}\n{:#?}",
-        r.reasons,
+        r.judgement.reasons(),
         r.trials
     );
     // Three valid trials give clear intervals against these loose gates.
@@ -259,11 +256,15 @@ fn normal_stream_passes_and_sends_the_cell_options(#[case] connection_close: boo
         r.stop_reason
     );
     ran.expect(Verdict::Pass, r.stop_reason, 3);
-    assert!(r.reasons[0].starts_with("TTFT mean "), "{:?}", r.reasons);
     assert!(
-        r.reasons.iter().all(|s| !s.contains("invalid")),
+        r.judgement.reasons()[0].starts_with("TTFT mean "),
         "{:?}",
-        r.reasons
+        r.judgement.reasons()
+    );
+    assert!(
+        r.judgement.reasons().iter().all(|s| !s.contains("invalid")),
+        "{:?}",
+        r.judgement.reasons()
     );
 
     // Every measured trial is valid, with the server's own figures.
@@ -642,7 +643,7 @@ fn a_single_reload_is_not_scored_but_the_cell_passes() {
     ran.expect(Verdict::Pass, ran.result().stop_reason, 4);
     let r = ran.result();
     assert_eq!(
-        r.reasons.last().unwrap(),
+        r.judgement.reasons().last().unwrap(),
         &format!("1 of 4 measured trials invalid and not scored: {RELOAD_REASON}")
     );
     let valid: Vec<bool> = ran.measured().iter().map(|t| t.valid).collect();
@@ -849,11 +850,7 @@ fn missing_model_cannot_run(#[case] listed: bool, #[case] show_found: bool) {
         ..Script::new(MODEL)
     };
     let ran = run("scripted_missing::ctx_8k", script);
-    assert!(
-        matches!(ran.outcome, Outcome::CannotRun(_)),
-        "{:?}",
-        ran.outcome
-    );
+    assert!(ran.result.verdict() == Verdict::Skipped, "{:?}", ran.result);
     ran.expect(Verdict::Skipped, StopReason::NotStarted, 0);
     let host = ran.server.host();
     assert_eq!(host, format!("127.0.0.1:{}", ran.server.port()));
@@ -920,7 +917,7 @@ fn http_500_stops_the_cell(#[case] phase: Phase, #[case] prefix: &str, #[case] r
         Phase::Measured => base.measured(move |_| err.clone()),
     };
     let ran = run("scripted_500::ctx_8k", script);
-    assert!(matches!(ran.outcome, Outcome::Ran(_)), "{:?}", ran.outcome);
+    assert!(ran.result.verdict() != Verdict::Skipped, "{:?}", ran.result);
     let measured = usize::from(matches!(phase, Phase::Measured));
     ran.expect(Verdict::Invalid, StopReason::Error, measured);
     let reason = format!("POST /api/generate answered HTTP 500: {TERMINATED}");
@@ -992,27 +989,22 @@ fn unreachable_server_cannot_run() {
         &CellOptions::default(),
     );
     assert!(t.elapsed() < TEST_BUDGET, "{:?}", t.elapsed());
-    let Outcome::CannotRun(r) = &outcome else {
-        panic!("expected CannotRun: {outcome:?}");
-    };
+    let r = &outcome;
     assert_eq!(
-        (r.verdict, r.stop_reason),
+        (r.verdict(), r.stop_reason),
         (Verdict::Skipped, StopReason::NotStarted)
     );
     assert!(
-        r.reasons[0].starts_with(&format!("server at 127.0.0.1:{port} unreachable: ")),
+        r.judgement.reasons()[0].starts_with(&format!("server at 127.0.0.1:{port} unreachable: ")),
         "{:?}",
-        r.reasons
+        r.judgement.reasons()
     );
-    assert!(r.reasons[0].contains("ollama serve"), "{:?}", r.reasons);
-    let file = env
-        .run_dir
-        .join("cells")
-        .join(results::cell_file_name(&r.cell.test_name));
-    assert!(file.is_file(), "{}", file.display());
     assert!(
-        env.run_dir
-            .join("comparative_analysis/performance_matrix.md")
-            .is_file()
+        r.judgement.reasons()[0].contains("ollama serve"),
+        "{:?}",
+        r.judgement.reasons()
     );
+    let file = env.run_dir.cell_path(&r.cell.test_name);
+    assert!(file.is_file(), "{}", file.display());
+    assert!(env.run_dir.report_path("performance_matrix.md").is_file());
 }

@@ -1,6 +1,11 @@
 //! Golden files of the reports: fixed cell results in `tests/fixtures/report/cells/` are built
 //! into reports, which must match `golden/performance_matrix.{md,csv,json}` byte for byte.
 //!
+//! The fixtures' judgements are made by the judge: each fixture is judged again from its trials,
+//! hardware, problems and notes (`runner::rejudge`), and must already hold that judgement, so a
+//! change of wording in `gates.rs` changes the fixtures and the goldens together
+//! (`O3_GOLDEN=overwrite` rewrites both).
+//!
 //! Update policy (as trybuild's): `O3_GOLDEN=overwrite` rewrites the goldens in place and passes.
 //! Unset, a missing golden is written to `golden/wip/<name>` (gitignored) and the test fails; a
 //! mismatch fails with a line diff and the new output in `golden/wip/<name>`. Any other value of
@@ -12,35 +17,75 @@ use std::path::{Path, PathBuf};
 
 use o3_suite::golden::{self, Update, VAR};
 use o3_suite::report;
+use o3_suite::results::CellResult;
+use o3_suite::rundir::{RunDir, load_json, save_json};
+use o3_suite::runner::rejudge;
 use rstest::rstest;
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Copies the fixture cells into a fresh run directory and returns it.
-fn fixture_run(tag: &str) -> PathBuf {
-    let run = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("report_golden")
-        .join(tag);
-    let _ = fs::remove_dir_all(&run);
-    let cells = run.join("cells");
-    fs::create_dir_all(&cells).unwrap();
-    let fixtures = manifest_dir().join("tests/fixtures/report/cells");
-    let mut copied = 0;
-    for entry in fs::read_dir(&fixtures).unwrap() {
+fn fixtures_dir() -> PathBuf {
+    manifest_dir().join("tests/fixtures/report/cells")
+}
+
+/// The fixture cells, each judged again by the judge.
+fn fixture_cells() -> Vec<(PathBuf, CellResult, CellResult)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(fixtures_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "json") {
-            fs::copy(&path, cells.join(path.file_name().unwrap())).unwrap();
-            copied += 1;
+            let stored: CellResult = load_json(&path).unwrap_or_else(|e| panic!("{e}"));
+            let judged = rejudge(&stored);
+            out.push((path, stored, judged));
         }
     }
     assert!(
-        copied >= 6,
+        out.len() >= 6,
         "expected the fixture cells in {}",
-        fixtures.display()
+        fixtures_dir().display()
     );
+    out
+}
+
+/// Writes the judged fixture cells into a fresh run directory and returns it.
+fn fixture_run(tag: &str) -> RunDir {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("report_golden")
+        .join(tag);
+    let _ = fs::remove_dir_all(&root);
+    let run = RunDir::at(root);
+    for (_, _, judged) in fixture_cells() {
+        save_json(&run.cell_path(&judged.cell.test_name), &judged).unwrap();
+    }
     run
+}
+
+#[test]
+fn fixtures_hold_the_judgement_the_judge_gives() {
+    let update = Update::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let mut stale = Vec::new();
+    for (path, stored, judged) in fixture_cells() {
+        if stored == judged {
+            continue;
+        }
+        if update == Update::Overwrite {
+            save_json(&path, &judged).unwrap();
+        } else {
+            stale.push(format!(
+                "{}: stored {:?}, the judge gives {:?}",
+                path.display(),
+                stored.judgement,
+                judged.judgement
+            ));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "fixtures out of date (rewrite them with {VAR}=overwrite):\n{}",
+        stale.join("\n")
+    );
 }
 
 #[test]
@@ -53,7 +98,7 @@ fn reports_match_goldens() {
     let mut names = Vec::new();
     let mut failures = Vec::new();
     for path in &paths {
-        assert_eq!(path.parent().unwrap(), run.join(report::REPORT_DIR));
+        assert_eq!(path.parent().unwrap(), run.reports_dir());
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let actual = fs::read_to_string(path).unwrap();
         if let Err(e) = golden::check(&name, &actual, &golden_dir, &wip_dir, update) {
@@ -88,7 +133,7 @@ fn reports_are_deterministic_and_order_independent() {
         .map(|p| fs::read_to_string(p).unwrap())
         .collect();
     assert_eq!(first, second);
-    let mut cells = o3_suite::results::read_cells(&run).unwrap();
+    let mut cells = report::read_cells(&run).unwrap();
     let sorted = report::aggregate(&cells);
     cells.reverse();
     assert_eq!(report::aggregate(&cells), sorted);
@@ -97,11 +142,11 @@ fn reports_are_deterministic_and_order_independent() {
 #[test]
 fn fixture_rows_follow_table_order() {
     let run = fixture_run("order");
-    let cells = o3_suite::results::read_cells(&run).unwrap();
+    let cells = report::read_cells(&run).unwrap();
     let names: Vec<String> = report::aggregate(&cells)
         .rows
         .into_iter()
-        .map(|r| r.test_name)
+        .map(|r| r.cell.test_name)
         .collect();
     assert_eq!(
         names,

@@ -8,9 +8,12 @@ use super::plan::{ContextCap, MemoryEstimate, ModelPlan, kv_bytes_per_token};
 use super::record::{HostFacts, SearchRecord, write_record};
 use super::search::{SearchInput, run_search};
 use super::{MEMORY_SAFETY, OptConfig, Prober, optimize_test_name, outputs};
-use crate::backend::{BackendError, OllamaClient, same_model};
-use crate::results::{self, CellSpec};
-use crate::runner::{CellOptions, Outcome, RUNTIME, RunEnv, rfc3339, run_cell_with};
+use crate::backend::OllamaClient;
+use crate::date::rfc3339;
+use crate::harness::RunEnv;
+use crate::preflight::{ModelFacts, preflight};
+use crate::results::{CellResult, CellSpec};
+use crate::runner::{CellOptions, RUNTIME, run_cell_with};
 use crate::{monitor, report};
 
 /// Runs probes as real cells on the server ([`run_cell_with`]): each writes its result file and
@@ -23,7 +26,7 @@ pub struct LiveProber<'a> {
 }
 
 impl Prober for LiveProber<'_> {
-    fn probe(&mut self, spec: &CellSpec) -> Outcome {
+    fn probe(&mut self, spec: &CellSpec) -> CellResult {
         run_cell_with(spec, self.env, &self.options)
     }
 }
@@ -37,48 +40,11 @@ pub enum ModelOutcome {
     Searched(Box<SearchRecord>),
 }
 
-struct Preflight {
-    trained: Option<u64>,
-    weights_bytes: Option<u64>,
-    model_info: serde_json::Map<String, serde_json::Value>,
-}
-
-async fn preflight(client: &OllamaClient, model: &str) -> Result<Preflight, String> {
-    let host = client.host().to_string();
-    client.version().await.map_err(|e| {
-        format!(
-            "{e}; start Ollama there (`ollama serve`, or `bash harness/refserver.sh start` for the reference server) or point OLLAMA_HOST at a running one"
-        )
-    })?;
-    let tags = client
-        .tags()
-        .await
-        .map_err(|e| format!("cannot list models on {host}: {e}"))?;
-    let Some(tag) = tags.iter().find(|t| same_model(&t.name, model)) else {
-        return Err(format!(
-            "model {model} is not pulled on {host}: run `ollama pull {model}` there"
-        ));
-    };
-    let show = match client.show(model).await {
-        Ok(s) => s,
-        Err(BackendError::Http { status: 404, .. }) => {
-            return Err(format!(
-                "model {model} is not pulled on {host}: run `ollama pull {model}` there"
-            ));
-        }
-        Err(e) => return Err(format!("cannot inspect {model} on {host}: {e}")),
-    };
-    Ok(Preflight {
-        trained: show.trained_context(),
-        weights_bytes: tag.size,
-        model_info: show.model_info,
-    })
-}
-
 /// The cap from the preflight facts and the system's memory now.
-fn cap_of(pre: &Preflight, ram_limit_pct: f64) -> ContextCap {
+fn cap_of(pre: &ModelFacts, ram_limit_pct: f64) -> ContextCap {
     let mut notes = Vec::new();
-    let kv = match kv_bytes_per_token(&pre.model_info) {
+    let weights_bytes = pre.tag.size;
+    let kv = match kv_bytes_per_token(&pre.show.model_info) {
         Ok((b, n)) => {
             notes.extend(n);
             Some(b)
@@ -92,12 +58,12 @@ fn cap_of(pre: &Preflight, ram_limit_pct: f64) -> ContextCap {
     if mem.is_none() {
         notes.push("system memory unknown (/proc/meminfo unreadable)".into());
     }
-    if pre.weights_bytes.is_none() {
+    if weights_bytes.is_none() {
         notes.push("weights size unknown (/api/tags has no size): counted as 0".into());
     }
     let estimate = match (kv, mem) {
         (Some(kv), Some((total, used))) => Some(MemoryEstimate {
-            weights_bytes: pre.weights_bytes.unwrap_or(0),
+            weights_bytes: weights_bytes.unwrap_or(0),
             kv_bytes_per_token: kv,
             safety: MEMORY_SAFETY,
             system_total_bytes: total,
@@ -106,7 +72,7 @@ fn cap_of(pre: &Preflight, ram_limit_pct: f64) -> ContextCap {
         }),
         _ => None,
     };
-    ContextCap::new(pre.trained, estimate, notes)
+    ContextCap::new(pre.show.trained_context(), estimate, notes)
 }
 
 /// Searches one model slug (its matrix rows) on the live server of `env`, resuming from the
@@ -119,7 +85,7 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
     let client = OllamaClient::new(&env.config);
     let pre = match RUNTIME.block_on(preflight(&client, &model)) {
         Ok(p) => p,
-        Err(why) => return ModelOutcome::CannotRun(why),
+        Err(e) => return ModelOutcome::CannotRun(e.to_string()),
     };
     let host = monitor::host_info();
     let max_threads = cfg.max_threads.unwrap_or(host.cpu_logical as u32).max(1);
@@ -142,7 +108,7 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
         );
     }
     let plan = ModelPlan::new(rows, cap, max_threads);
-    let existing = match results::read_cells(&env.run_dir) {
+    let existing = match report::read_cells(&env.run_dir) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("[{tag}] warning: cannot read earlier probes, starting afresh: {e}");

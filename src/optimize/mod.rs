@@ -62,8 +62,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 use crate::matrix::ctx_label;
-use crate::results::CellSpec;
-use crate::runner::Outcome;
+use crate::results::{CellResult, CellSpec};
 
 pub use plan::{ContextCap, MemoryEstimate, ModelPlan};
 pub use record::SearchRecord;
@@ -235,12 +234,12 @@ impl Phase {
 /// Runs one probe cell. The live implementation runs it on the server and writes its result
 /// file; the simulated one computes it.
 pub trait Prober {
-    /// Runs the cell `spec` and returns what became of it.
-    fn probe(&mut self, spec: &CellSpec) -> Outcome;
+    /// Runs the cell `spec` and returns its result (SKIPPED when it could not run).
+    fn probe(&mut self, spec: &CellSpec) -> CellResult;
 }
 
 impl<P: Prober + ?Sized> Prober for &mut P {
-    fn probe(&mut self, spec: &CellSpec) -> Outcome {
+    fn probe(&mut self, spec: &CellSpec) -> CellResult {
         (**self).probe(spec)
     }
 }

@@ -25,14 +25,14 @@
 //! | any other use case in the matrix | largest context | higher decode tok/s |
 
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::record::{SearchRecord, read_records};
 use crate::matrix::ctx_label;
-use crate::report::REPORT_DIR;
 use crate::results::{self, ResultsError};
+use crate::rundir::RunDir;
 use crate::stats::Summary;
 
 /// Directory (under `comparative_analysis/`) of presets, Modelfiles and the Continue config.
@@ -777,12 +777,12 @@ pub fn render_all(records: &[SearchRecord]) -> Vec<(String, String)> {
 }
 
 /// Rebuilds every output from the run's search records; returns the paths written.
-pub fn build(run_dir: &Path) -> Result<Vec<PathBuf>, OutputError> {
-    let records = read_records(run_dir).map_err(|source| OutputError::Read {
-        run_dir: run_dir.to_path_buf(),
+pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, OutputError> {
+    let records = read_records(run).map_err(|source| OutputError::Read {
+        run_dir: run.root().to_path_buf(),
         source,
     })?;
-    let dir = run_dir.join(REPORT_DIR);
+    let dir = run.reports_dir();
     let mut written = Vec::new();
     for (rel, content) in render_all(&records) {
         let path = dir.join(&rel);

@@ -13,14 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::ContextCap;
 use super::{OptConfig, Phase, ProbeOptions};
-use crate::results::{self, CellResult, ResultsError, TrialKind, TrialRecord, Verdict};
+use crate::results::{CellResult, Verdict};
+use crate::rundir::{RunDir, StoreError, load_json_dir, save_json};
 use crate::stats::Summary;
 
 /// Version of the [`SearchRecord`] format. Bumped whenever a field changes meaning.
 pub const RECORD_FORMAT_VERSION: u32 = 1;
-
-/// Directory (under `comparative_analysis/`) of the search records.
-pub const RECORD_DIR: &str = "optimize";
 
 /// One probe as the search saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,12 +58,6 @@ pub struct ProbeRecord {
     pub resumed: bool,
 }
 
-fn valid_measured(trials: &[TrialRecord]) -> impl Iterator<Item = &TrialRecord> {
-    trials
-        .iter()
-        .filter(|t| t.kind == TrialKind::Measured && t.valid)
-}
-
 impl ProbeRecord {
     /// The probe record of a cell result.
     pub fn from_result(
@@ -86,14 +78,12 @@ impl ProbeRecord {
             run,
             fill_tokens: r.cell.fill_tokens,
             why,
-            verdict: r.verdict,
-            reasons: r.reasons.clone(),
+            verdict: r.verdict(),
+            reasons: r.judgement.reasons(),
             ttft_s: r.summaries.ttft_s.clone(),
             decode_tps: r.summaries.decode_tps.clone(),
-            decode_samples_tps: valid_measured(&r.trials)
-                .filter_map(|t| t.decode_tps)
-                .collect(),
-            ttft_samples_s: valid_measured(&r.trials).filter_map(|t| t.ttft_s).collect(),
+            decode_samples_tps: r.valid_measured().filter_map(|t| t.decode_tps).collect(),
+            ttft_samples_s: r.valid_measured().filter_map(|t| t.ttft_s).collect(),
             stability: r.stability.score,
             system_peak_pct: r.hardware.system_peak_pct,
             wall_s: r.wall_s,
@@ -278,67 +268,21 @@ pub struct SearchRecord {
     pub elapsed_s: f64,
 }
 
-/// Path of a model's search record.
-pub fn record_path(run_dir: &Path, name: &str) -> PathBuf {
-    run_dir
-        .join(crate::report::REPORT_DIR)
-        .join(RECORD_DIR)
-        .join(format!("{name}.json"))
-}
-
 /// Writes a record atomically; returns its path.
-pub fn write_record(run_dir: &Path, record: &SearchRecord) -> Result<PathBuf, ResultsError> {
-    let path = record_path(run_dir, &record.name);
-    let mut json = serde_json::to_string_pretty(record).expect("search records always serialize");
-    json.push('\n');
-    results::write_atomic(&path, json.as_bytes())?;
+pub fn write_record(run: &RunDir, record: &SearchRecord) -> Result<PathBuf, StoreError> {
+    let path = run.record_path(&record.name);
+    save_json(&path, record)?;
     Ok(path)
 }
 
 /// Reads every search record of a run, sorted by name.
-pub fn read_records(run_dir: &Path) -> Result<Vec<SearchRecord>, ResultsError> {
-    let dir = run_dir.join(crate::report::REPORT_DIR).join(RECORD_DIR);
-    read_records_in(&dir)
+pub fn read_records(run: &RunDir) -> Result<Vec<SearchRecord>, StoreError> {
+    read_records_in(&run.records_dir())
 }
 
 /// Reads every `*.json` search record in `dir`, sorted by name.
-pub fn read_records_in(dir: &Path) -> Result<Vec<SearchRecord>, ResultsError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(ResultsError::Read {
-                path: dir.to_path_buf(),
-                source,
-            });
-        }
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|source| ResultsError::Read {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .path();
-        let fname = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if fname.starts_with('.') || !fname.ends_with(".json") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).map_err(|source| ResultsError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let rec: SearchRecord =
-            serde_json::from_slice(&bytes).map_err(|source| ResultsError::Parse {
-                path: path.clone(),
-                source,
-            })?;
-        out.push(rec);
-    }
+pub fn read_records_in(dir: &Path) -> Result<Vec<SearchRecord>, StoreError> {
+    let mut out: Vec<SearchRecord> = load_json_dir(dir)?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

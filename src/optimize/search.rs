@@ -12,7 +12,6 @@ use super::record::{
 use super::{ALPHA, MAX_REPEATS, OptConfig, Phase, ProbeOptions, Prober, optimize_test_name};
 use crate::matrix;
 use crate::results::{CellResult, HARNESS_VERSION, Verdict};
-use crate::runner::Outcome;
 use crate::stats::{mean, welch};
 
 /// What a search starts from.
@@ -135,16 +134,17 @@ impl Engine<'_> {
         }
         let (result, resumed) = match self.existing.remove(&spec.test_name) {
             Some(r) => (r, true),
-            None => match self.prober.probe(&spec) {
-                Outcome::Ran(r) => (r, false),
-                Outcome::CannotRun(r) => {
+            None => {
+                let r = self.prober.probe(&spec);
+                if r.verdict() == Verdict::Skipped {
                     return Err(Stop::CannotRun(format!(
                         "{} could not run: {}",
                         spec.test_name,
-                        r.reasons.join("; ")
+                        r.judgement.reasons().join("; ")
                     )));
                 }
-            },
+                (r, false)
+            }
         };
         if resumed {
             self.resumed += 1;
@@ -547,7 +547,7 @@ pub fn run_search(input: SearchInput<'_>, prober: &mut dyn Prober) -> SearchReco
         .filter(|r| {
             r.cell.test_name.starts_with(&prefix)
                 && r.cell.model == plan.model
-                && r.verdict != Verdict::Skipped
+                && r.verdict() != Verdict::Skipped
         })
         .map(|r| (r.cell.test_name.clone(), r))
         .collect();

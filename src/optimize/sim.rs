@@ -4,15 +4,13 @@
 //! a probe depends only on the seed and the probe's test name, so the same probe always gives
 //! the same figures, whatever order the search asks in.
 
-use std::path::PathBuf;
-
 use super::{ProbeOptions, Prober};
 use crate::gates::{self, CellFacts};
 use crate::results::{
-    self, CellResult, CellSpec, CellSummaries, FORMAT_VERSION, HardwareSummary, RunMetadata,
-    StopReason, TrialKind, TrialRecord,
+    CellResult, CellSpec, CellSummaries, FORMAT_VERSION, HardwareSummary, RunMetadata, StopReason,
+    TrialKind, TrialRecord,
 };
-use crate::runner::Outcome;
+use crate::rundir::{RunDir, save_json};
 use crate::stability;
 use crate::stats::summarize;
 
@@ -73,7 +71,7 @@ pub struct SimServer {
     /// Wall time charged per probe (s).
     pub wall_s: f64,
     /// Where to write result files (as the live runner does), if anywhere.
-    pub run_dir: Option<PathBuf>,
+    pub run_dir: Option<RunDir>,
     /// Every cell probed, in order.
     pub probed: Vec<CellSpec>,
 }
@@ -144,12 +142,11 @@ impl SimServer {
             attempted: trials.len(),
             ..CellFacts::default()
         };
-        let (verdict, reasons) = gates::judge(spec, &summaries, &st, &hardware, &facts);
+        let judgement = gates::judge(spec, &summaries, &st, &hardware, &facts);
         CellResult {
             format_version: FORMAT_VERSION,
             cell: spec.clone(),
-            verdict,
-            reasons,
+            judgement,
             load_s: Some(0.1),
             load_wall_s: Some(0.1),
             trials,
@@ -169,12 +166,13 @@ impl SimServer {
 }
 
 impl Prober for SimServer {
-    fn probe(&mut self, spec: &CellSpec) -> Outcome {
+    fn probe(&mut self, spec: &CellSpec) -> CellResult {
         self.probed.push(spec.clone());
         let r = self.result(spec);
         if let Some(dir) = &self.run_dir {
-            results::write_cell(dir, &r).expect("the simulated run directory is writable");
+            save_json(&dir.cell_path(&spec.test_name), &r)
+                .expect("the simulated run directory is writable");
         }
-        Outcome::Ran(r)
+        r
     }
 }

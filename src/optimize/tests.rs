@@ -12,7 +12,10 @@ use super::record::{HostFacts, SearchRecord, read_records_in};
 use super::search::{Cmp, SearchInput, classify, compare, final_class, run_search};
 use super::sim::{Figure, SimServer, SplitMix64};
 use super::*;
-use crate::results::{self, Gates, Verdict};
+use crate::gates::Judgement;
+use crate::report::read_cells;
+use crate::results::{CellResult, Gates, Verdict};
+use crate::rundir::RunDir;
 
 const V_P: Verdict = Verdict::Pass;
 const V_F: Verdict = Verdict::Fail;
@@ -172,7 +175,7 @@ fn probe_spec_uses_the_nearest_row_and_caps_the_fill() {
     );
     assert_eq!((s.fill_tokens, s.gates.ttft_max_s), (3072, 45.0));
     assert_eq!(
-        results::cell_file_name(&s.test_name),
+        crate::rundir::cell_file_name(&s.test_name),
         "m__opt__ctx_20k_t2_b512.json"
     );
     assert_eq!(
@@ -619,7 +622,7 @@ fn resumes_from_probe_results_on_disk() {
             ttft_crossing_at_20k(),
             fig(|o, _| 10.0 + o.num_thread as f64 * 4.0),
         );
-        s.run_dir = Some(dir.to_path_buf());
+        s.run_dir = Some(RunDir::at(dir));
         s
     };
     let c = cfg(14, &[128, 256, 512]);
@@ -629,7 +632,12 @@ fn resumes_from_probe_results_on_disk() {
 
     // Same history on disk: the second search runs nothing and reaches the same answer.
     let mut second = make(&dir);
-    let r2 = search(&plan, &c, &mut second, results::read_cells(&dir).unwrap());
+    let r2 = search(
+        &plan,
+        &c,
+        &mut second,
+        read_cells(&RunDir::at(&dir)).unwrap(),
+    );
     assert_eq!(second.probed.len(), 0);
     assert_eq!((r2.probes_new, r2.probes_resumed), (0, r1.probes_new));
     // (Figures read back from JSON may differ in the last bit; names and verdicts may not.)
@@ -645,7 +653,12 @@ fn resumes_from_probe_results_on_disk() {
     };
     search(&plan, &short, &mut cut, Vec::new());
     let mut rest = make(&dir2);
-    let r3 = search(&plan, &c, &mut rest, results::read_cells(&dir2).unwrap());
+    let r3 = search(
+        &plan,
+        &c,
+        &mut rest,
+        read_cells(&RunDir::at(&dir2)).unwrap(),
+    );
     assert_eq!(r3.probes_resumed, 4);
     assert_eq!(r3.probes_new, r1.probes_new - 4);
     assert_eq!(answer(&r3), answer(&r1));
@@ -656,7 +669,7 @@ fn resumes_from_probe_results_on_disk() {
         &other_plan,
         &c,
         &mut other,
-        results::read_cells(&dir2).unwrap(),
+        read_cells(&RunDir::at(&dir2)).unwrap(),
     );
     assert_eq!(r4.probes_resumed, 0);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -697,7 +710,7 @@ fn skipped_results_on_disk_are_probed_again() {
     let mut sim = SimServer::new(1, fig(|_, _| 2.0), fig(|_, _| 20.0));
     let first = plan.spec_for(&plan.row_options(4096), 1);
     let mut skipped = sim.result(&first);
-    skipped.verdict = Verdict::Skipped;
+    skipped.judgement = Judgement::skipped("server unreachable".into());
     let r = search(&plan, &cfg(12, &[512]), &mut sim, vec![skipped]);
     assert_eq!(sim.probed[0].test_name, first.test_name);
     assert_eq!(r.probes_resumed, 0);
@@ -706,11 +719,10 @@ fn skipped_results_on_disk_are_probed_again() {
 struct Unreachable;
 
 impl Prober for Unreachable {
-    fn probe(&mut self, spec: &CellSpec) -> crate::runner::Outcome {
+    fn probe(&mut self, spec: &CellSpec) -> CellResult {
         let mut r = SimServer::new(0, fig(|_, _| 1.0), fig(|_, _| 1.0)).result(spec);
-        r.verdict = Verdict::Skipped;
-        r.reasons = vec!["server unreachable".into()];
-        crate::runner::Outcome::CannotRun(r)
+        r.judgement = Judgement::skipped("server unreachable".into());
+        r
     }
 }
 
@@ -1021,7 +1033,7 @@ fn recommendations_name_winners_and_failures() {
 
 #[test]
 fn build_writes_every_output_from_the_records() {
-    let run = tmp_dir("outputs");
+    let run = RunDir::at(tmp_dir("outputs"));
     for r in fixture_records() {
         super::record::write_record(&run, &r).unwrap();
     }
@@ -1029,7 +1041,7 @@ fn build_writes_every_output_from_the_records() {
     let rel: Vec<String> = paths
         .iter()
         .map(|p| {
-            p.strip_prefix(run.join("comparative_analysis"))
+            p.strip_prefix(run.reports_dir())
                 .unwrap()
                 .display()
                 .to_string()
@@ -1051,7 +1063,7 @@ fn build_writes_every_output_from_the_records() {
         back.iter().map(answer).collect::<Vec<_>>(),
         fixture_records().iter().map(answer).collect::<Vec<_>>()
     );
-    std::fs::remove_dir_all(&run).unwrap();
+    std::fs::remove_dir_all(run.root()).unwrap();
 }
 
 // Goldens (crate::golden): `O3_GOLDEN=overwrite` rewrites them; a missing golden is written to

@@ -8,8 +8,9 @@ use super::format::{
     MISSING, bytes, bytes_delta, cell, context, fixed, grouped, opt_fixed, opt_rate, pct,
     signed_pct, thousands,
 };
-use super::{DEFINITIONS, Report, ReportWriter, Row};
+use super::{Report, ReportWriter, Row};
 use crate::results::{StabilityBreakdown, StopReason, Verdict};
+use crate::stability::{MIN_TRIALS, W_CONSISTENCY, W_DRIFT, W_MEMORY};
 use crate::stats::Summary;
 
 /// Writes `performance_matrix.md`.
@@ -50,7 +51,7 @@ impl ReportWriter for MarkdownReport {
             metadata(&mut o, report);
             fidelity(&mut o, report);
         }
-        definitions(&mut o);
+        definitions(&mut o, report);
         o
     }
 }
@@ -76,7 +77,7 @@ fn verdict_summary(o: &mut String, r: &Report) {
     let skipped: Vec<&Row> = r
         .rows
         .iter()
-        .filter(|row| row.verdict == Verdict::Skipped)
+        .filter(|row| row.verdict() == Verdict::Skipped)
         .collect();
     if !skipped.is_empty() {
         out!(
@@ -91,7 +92,7 @@ fn verdict_summary(o: &mut String, r: &Report) {
             } else {
                 row.reasons.join("; ")
             };
-            out!(o, "- {} — {}", code(&row.test_name), why);
+            out!(o, "- {} — {}", code(&row.cell.test_name), why);
         }
         out!(o);
     }
@@ -102,7 +103,9 @@ fn summary_table(o: &mut String, r: &Report) {
     out!(o);
     summary_rows(
         o,
-        r.rows.iter().filter(|row| !super::is_probe(&row.test_name)),
+        r.rows
+            .iter()
+            .filter(|row| !super::is_probe(&row.cell.test_name)),
     );
     out!(o);
     out!(
@@ -120,7 +123,10 @@ fn summary_table(o: &mut String, r: &Report) {
         );
         out!(o);
     }
-    if r.rows.iter().any(|row| super::is_probe(&row.test_name)) {
+    if r.rows
+        .iter()
+        .any(|row| super::is_probe(&row.cell.test_name))
+    {
         out!(o, "## Optimizer probes");
         out!(o);
         out!(
@@ -131,7 +137,9 @@ fn summary_table(o: &mut String, r: &Report) {
         out!(o);
         summary_rows(
             o,
-            r.rows.iter().filter(|row| super::is_probe(&row.test_name)),
+            r.rows
+                .iter()
+                .filter(|row| super::is_probe(&row.cell.test_name)),
         );
         out!(o);
     }
@@ -144,12 +152,12 @@ fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) 
     );
     out!(o, "|---|---|---|---|---|---|---|");
     for row in rows {
-        let mut model = row.model.clone();
-        if super::is_probe(&row.test_name) {
+        let mut model = row.cell.model.clone();
+        if super::is_probe(&row.cell.test_name) {
             // Probes of one model differ by their options: show them.
             model = format!(
                 "{model} · {} thread(s), batch {}",
-                row.num_thread, row.num_batch
+                row.cell.num_thread, row.cell.num_batch
             );
         }
         if row.target {
@@ -159,7 +167,7 @@ fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) 
             o,
             "| {} | {} | {} | {} | {} | {} | {} |",
             cell(&model),
-            context(row.num_ctx, row.fill_tokens),
+            context(row.cell.num_ctx, row.cell.fill_tokens),
             row.ttft_s.as_ref().map_or_else(
                 || MISSING.to_string(),
                 |s| format!("{} s", fixed(s.mean, 2))
@@ -189,7 +197,7 @@ fn interval(s: &Option<Summary>, decimals: usize) -> String {
 }
 
 fn gates(row: &Row) -> String {
-    let g = &row.gates;
+    let g = &row.cell.gates;
     format!(
         "< {} s / > {} / > {}",
         g.ttft_max_s, g.tok_s_min, g.stability_min
@@ -228,8 +236,8 @@ fn details_table(o: &mut String, r: &Report) {
         out!(
             o,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
-            code(&row.test_name),
-            row.verdict.label(),
+            code(&row.cell.test_name),
+            row.verdict().label(),
             gates(row),
             interval(&row.ttft_s, 2),
             interval(&row.decode_tps, 1),
@@ -238,8 +246,8 @@ fn details_table(o: &mut String, r: &Report) {
             row.ram_delta_bytes
                 .map_or_else(|| MISSING.to_string(), bytes_delta),
             peak_split(row),
-            row.n_valid,
-            row.n_attempted,
+            row.judgement.valid_trials,
+            row.judgement.attempted_trials,
             stop_reason(row.stop_reason),
             opt_fixed(row.load_s, 2)
         );
@@ -254,10 +262,10 @@ fn reasons(o: &mut String, r: &Report) {
         .rows
         .iter()
         .filter(|row| {
-            row.verdict != Verdict::Pass
+            row.verdict() != Verdict::Pass
                 || !row.reasons.is_empty()
                 || !row.hardware_notes.is_empty()
-                || row.ram_guard_tripped
+                || row.judgement.ram_guard_tripped
         })
         .collect();
     if listed.is_empty() {
@@ -266,15 +274,20 @@ fn reasons(o: &mut String, r: &Report) {
         return;
     }
     for row in listed {
-        out!(o, "### {} — {}", code(&row.test_name), row.verdict.label());
+        out!(
+            o,
+            "### {} — {}",
+            code(&row.cell.test_name),
+            row.verdict().label()
+        );
         out!(o);
-        if row.reasons.is_empty() && row.verdict != Verdict::Pass {
+        if row.reasons.is_empty() && row.verdict() != Verdict::Pass {
             out!(o, "- no reason recorded");
         }
         for reason in &row.reasons {
             out!(o, "- {reason}");
         }
-        if row.ram_guard_tripped {
+        if row.judgement.ram_guard_tripped {
             out!(o, "- the RAM guard stopped the cell");
         }
         for note in &row.hardware_notes {
@@ -294,7 +307,7 @@ fn component(raw: Option<f64>, value: f64, show: fn(f64) -> String) -> String {
 
 fn computation(s: &StabilityBreakdown) -> String {
     format!(
-        "{} × (0.4·{} + 0.3·{} + 0.3·{})",
+        "{} × ({W_CONSISTENCY}·{} + {W_DRIFT}·{} + {W_MEMORY}·{})",
         fixed(s.success_rate, 2),
         fixed(s.consistency, 2),
         fixed(s.drift, 2),
@@ -302,15 +315,26 @@ fn computation(s: &StabilityBreakdown) -> String {
     )
 }
 
+/// The score with its bootstrap interval: `0.93 [0.81, 1.00]`.
+fn score_interval(s: &StabilityBreakdown) -> String {
+    match (s.ci_low, s.ci_high) {
+        (Some(lo), Some(hi)) => {
+            format!("{} [{}, {}]", fixed(s.score, 2), fixed(lo, 2), fixed(hi, 2))
+        }
+        _ => fixed(s.score, 2),
+    }
+}
+
 fn stability(o: &mut String, r: &Report) {
     out!(o, "## Stability components");
     out!(o);
     out!(
         o,
-        "`score = success_rate × (0.4·consistency + 0.3·drift + 0.3·memory)`. Each component is \
-         0–1, 1 being best; a component with too little data (n < 3) counts as 1 and is shown \
-         as n/a. Decode CV, drift and memory growth are the measured values each component is \
-         computed from (definitions at the end)."
+        "`score = success_rate × ({W_CONSISTENCY}·consistency + {W_DRIFT}·drift + \
+         {W_MEMORY}·memory)`. Each component is 0–1, 1 being best; a component with too little \
+         data (n < {MIN_TRIALS}) counts as 1 and is shown as n/a. The score's 95 % interval is a \
+         bootstrap over the trials. Decode CV, drift and memory growth are the measured values \
+         each component is computed from (definitions at the end)."
     );
     out!(o);
     let rows: Vec<(&Row, &StabilityBreakdown)> = r
@@ -325,19 +349,19 @@ fn stability(o: &mut String, r: &Report) {
     }
     out!(
         o,
-        "| Test | Score | Success rate | Decode CV → consistency | Decode drift → drift | \
-         Memory growth → memory | Computation |"
+        "| Test | Score [95 % CI] | Success rate | Decode CV → consistency | Decode drift → \
+         drift | Memory growth → memory | Computation |"
     );
     out!(o, "|---|---|---|---|---|---|---|");
     for (row, s) in rows {
         out!(
             o,
             "| {} | {} | {} ({}/{}) | {} | {} | {} | {} |",
-            code(&row.test_name),
-            fixed(s.score, 2),
+            code(&row.cell.test_name),
+            score_interval(s),
             fixed(s.success_rate, 2),
-            row.n_valid,
-            row.n_attempted,
+            row.judgement.valid_trials,
+            row.judgement.attempted_trials,
             component(s.decode_cv, s.consistency, pct),
             component(s.decode_drift, s.drift, signed_pct),
             component(s.memory_growth, s.memory, signed_pct),
@@ -455,7 +479,7 @@ fn metadata(o: &mut String, r: &Report) {
         out!(
             o,
             "| {} | {} | {} | {} |",
-            code(&row.test_name),
+            code(&row.cell.test_name),
             options,
             yes_no(row.think_false_sent),
             yes_no(row.truncate_false_sent)
@@ -477,8 +501,8 @@ fn fidelity(o: &mut String, r: &Report) {
             out!(
                 o,
                 "| {} | {} | {} |",
-                code(&row.test_name),
-                code(&f.name),
+                code(&row.cell.test_name),
+                code(f.kind.name()),
                 fixed(f.ratio, 3)
             );
         }
@@ -498,10 +522,10 @@ fn section_title(section: &str) -> &str {
     }
 }
 
-fn definitions(o: &mut String) {
+fn definitions(o: &mut String, r: &Report) {
     out!(o, "## Metric definitions");
     let mut section = "";
-    for d in DEFINITIONS {
+    for d in &r.definitions {
         if d.section != section {
             section = d.section;
             out!(o);

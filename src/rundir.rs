@@ -1,0 +1,308 @@
+//! The run directory: one type that owns its layout, and atomic JSON files in it.
+//!
+//! ```text
+//! <results dir>/
+//!   latest -> <run id>                      the newest run (a relative symlink)
+//!   <run id>/
+//!     cells/<test name, :: → __>.json       one result per cell (crate::results::CellResult)
+//!     comparative_analysis/                 reports (crate::report), rebuilt after every cell
+//!       optimize/<name>.json                the optimizer's search records
+//!       integration_configs/                presets, Modelfiles, the Continue config
+//! ```
+//!
+//! Every file is written atomically (a temporary file beside it, then a rename), so a killed
+//! test never leaves half a file behind. Every error names the path it concerns.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Directory of the cell results.
+pub const CELLS_DIR: &str = "cells";
+/// Directory of the reports.
+pub const REPORTS_DIR: &str = "comparative_analysis";
+/// Directory (under [`REPORTS_DIR`]) of the optimizer's search records.
+pub const RECORDS_DIR: &str = "optimize";
+/// Directory (under [`REPORTS_DIR`]) of presets, Modelfiles and the Continue config.
+pub const INTEGRATION_DIR: &str = "integration_configs";
+/// The link to the newest run, in the results directory.
+pub const LATEST: &str = "latest";
+
+/// Errors of files in a run directory. Every one carries its path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Could not create, write or rename a file.
+    #[error("failed to write {path}: {source}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Could not read a file or directory.
+    #[error("failed to read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file is not valid JSON of the expected shape.
+    #[error("failed to parse {path}: {source}")]
+    Parse {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+}
+
+/// A run directory. Holding one does not create anything; [`RunDir::create`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run directory at `root` (an existing run, or one to be created).
+    pub fn at(root: impl Into<PathBuf>) -> RunDir {
+        RunDir { root: root.into() }
+    }
+
+    /// Creates `<results_dir>/<run_id>/cells/` and points `<results_dir>/latest` at the run.
+    pub fn create(results_dir: &Path, run_id: &str) -> std::io::Result<RunDir> {
+        let dir = RunDir::at(results_dir.join(run_id));
+        fs::create_dir_all(dir.cells_dir())?;
+        point_latest(results_dir, run_id);
+        Ok(dir)
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `cells/`.
+    pub fn cells_dir(&self) -> PathBuf {
+        self.root.join(CELLS_DIR)
+    }
+
+    /// The result file of a cell: `cells/<test name with :: → __>.json`.
+    pub fn cell_path(&self, test_name: &str) -> PathBuf {
+        self.cells_dir().join(cell_file_name(test_name))
+    }
+
+    /// `comparative_analysis/`.
+    pub fn reports_dir(&self) -> PathBuf {
+        self.root.join(REPORTS_DIR)
+    }
+
+    /// A report file: `comparative_analysis/<relative>`.
+    pub fn report_path(&self, relative: impl AsRef<Path>) -> PathBuf {
+        self.reports_dir().join(relative)
+    }
+
+    /// `comparative_analysis/optimize/`.
+    pub fn records_dir(&self) -> PathBuf {
+        self.reports_dir().join(RECORDS_DIR)
+    }
+
+    /// The search record of a model slug: `comparative_analysis/optimize/<name>.json`.
+    pub fn record_path(&self, name: &str) -> PathBuf {
+        self.records_dir().join(format!("{name}.json"))
+    }
+
+    /// `comparative_analysis/integration_configs/`.
+    pub fn integration_dir(&self) -> PathBuf {
+        self.reports_dir().join(INTEGRATION_DIR)
+    }
+}
+
+/// File name of a cell's result: the test name with `::` turned into `__`, and anything but
+/// ASCII letters, digits, `_`, `-` and `.` turned into `_`.
+pub fn cell_file_name(test_name: &str) -> String {
+    let safe: String = test_name
+        .replace("::", "__")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.json")
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|source| StoreError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        StoreError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Saves `value` as pretty JSON (with a final newline) at `path`, atomically.
+pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let mut json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
+/// Loads the JSON file at `path`.
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+    let bytes = fs::read(path).map_err(|source| StoreError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| StoreError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads every `*.json` file of `dir` (temporary files, whose names start with `.`, are left
+/// out), in file-name order. A missing directory holds nothing.
+pub fn load_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| StoreError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with('.') && name.ends_with(".json") {
+            paths.push(entry.path());
+        }
+    }
+    paths.sort();
+    paths.iter().map(|p| load_json(p)).collect()
+}
+
+/// Points `<results_dir>/latest` at `run_id` (a relative symlink, replaced atomically).
+fn point_latest(results_dir: &Path, run_id: &str) {
+    #[cfg(unix)]
+    {
+        let tmp = results_dir.join(format!(".{LATEST}.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        if std::os::unix::fs::symlink(run_id, &tmp).is_ok() {
+            let _ = fs::rename(&tmp, results_dir.join(LATEST));
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = fs::write(results_dir.join(format!("{LATEST}.txt")), run_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("o3-rundir-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[rstest]
+    #[case("gemma3_tools_27b::ctx_128k", "gemma3_tools_27b__ctx_128k.json")]
+    #[case("a b::ctx_2k", "a_b__ctx_2k.json")]
+    fn file_names(#[case] test_name: &str, #[case] expected: &str) {
+        assert_eq!(cell_file_name(test_name), expected);
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temporary_file() {
+        let dir = temp("atomic");
+        let path = dir.join("x.json");
+        write_atomic(&path, b"{}").unwrap();
+        write_atomic(&path, b"[1]").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"[1]");
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["x.json".to_string()]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_layout_and_latest() {
+        let results = temp("layout");
+        let run = RunDir::create(&results, "r1").unwrap();
+        assert!(run.cells_dir().is_dir());
+        assert_eq!(
+            run.cell_path("m::ctx_2k"),
+            results.join("r1/cells/m__ctx_2k.json")
+        );
+        assert_eq!(
+            run.record_path("m"),
+            results.join("r1/comparative_analysis/optimize/m.json")
+        );
+        assert_eq!(
+            run.integration_dir(),
+            results.join("r1/comparative_analysis/integration_configs")
+        );
+        #[cfg(unix)]
+        assert_eq!(
+            fs::read_link(results.join(LATEST)).unwrap(),
+            Path::new("r1")
+        );
+        fs::remove_dir_all(&results).unwrap();
+    }
+
+    #[test]
+    fn json_round_trips_and_errors_name_the_file() {
+        let dir = temp("json");
+        save_json(&dir.join("b.json"), &vec![2]).unwrap();
+        save_json(&dir.join("a.json"), &vec![1]).unwrap();
+        fs::write(dir.join(".c.json.1.tmp"), "{half").unwrap();
+        let all: Vec<Vec<i32>> = load_json_dir(&dir).unwrap();
+        assert_eq!(all, vec![vec![1], vec![2]]);
+        fs::write(dir.join("d.json"), "{not json").unwrap();
+        let err = load_json_dir::<Vec<i32>>(&dir).unwrap_err();
+        assert!(err.to_string().contains("d.json"), "{err}");
+        let missing: Vec<Vec<i32>> = load_json_dir(&dir.join("nothing")).unwrap();
+        assert!(missing.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
