@@ -315,47 +315,17 @@ mod tests {
         assert!(e.to_string().contains("--bogus"), "{e}");
         let e = run(&["--models-dir"]).unwrap_err();
         assert_eq!(e, ConfigError::MissingValue("--models-dir".into()));
-        let e = run(&[
-            "--models-dir",
-            "/m",
-            "--llama-server",
-            "x",
-            "--max-loaded",
-            "0",
-        ])
-        .unwrap_err();
-        assert!(e.to_string().contains(">= 1"), "{e}");
-        let e = run(&[
-            "--models-dir",
-            "/m",
-            "--llama-server",
-            "x",
-            "--listen",
-            "nope",
-        ])
-        .unwrap_err();
-        assert!(e.to_string().contains("IP:PORT"), "{e}");
         let e = run(&["--llama-server", "x"]).unwrap_err();
         assert!(e.to_string().contains("--models-dir"), "{e}");
-        let e = run(&[
-            "--models-dir",
-            "/m",
-            "--llama-server",
-            "x",
-            "--model",
-            "abc",
-        ])
-        .unwrap_err();
-        assert!(e.to_string().contains("NAME=FILE"), "{e}");
-        let e = run(&[
-            "--models-dir",
-            "/m",
-            "--llama-server",
-            "x",
-            "--default-keep-alive",
-            "5q",
-        ])
-        .unwrap_err();
-        assert!(e.to_string().contains("unknown unit"), "{e}");
+        // One bad flag after the required ones: the error names what was wrong.
+        for (flag, value, says) in [
+            ("--max-loaded", "0", ">= 1"),
+            ("--listen", "nope", "IP:PORT"),
+            ("--model", "abc", "NAME=FILE"),
+            ("--default-keep-alive", "5q", "unknown unit"),
+        ] {
+            let e = run(&["--models-dir", "/m", "--llama-server", "x", flag, value]).unwrap_err();
+            assert!(e.to_string().contains(says), "{flag} {value}: {e}");
+        }
     }
 }

@@ -335,21 +335,16 @@ pub fn human_number(n: u64) -> String {
     const B: f64 = 1e9;
     const M: f64 = 1e6;
     const K: f64 = 1e3;
+    // `x` and its unit: no decimals when whole, else `decimals` of them.
+    let scaled = |x: f64, decimals: usize, unit: char| {
+        let decimals = if x == x.floor() { 0 } else { decimals };
+        format!("{x:.decimals$}{unit}")
+    };
     let f = n as f64;
     if f >= B {
-        let x = f / B;
-        if x == x.floor() {
-            format!("{x:.0}B")
-        } else {
-            format!("{x:.1}B")
-        }
+        scaled(f / B, 1, 'B')
     } else if f >= M {
-        let x = f / M;
-        if x == x.floor() {
-            format!("{x:.0}M")
-        } else {
-            format!("{x:.2}M")
-        }
+        scaled(f / M, 2, 'M')
     } else if f >= K {
         format!("{:.0}K", f / K)
     } else {
@@ -376,55 +371,44 @@ pub(crate) mod tests {
     }
 
     impl Builder {
-        pub fn kv_u32(mut self, k: &str, v: u32) -> Self {
+        /// One key/value: the key, the GGUF type code `ty`, then the value as `put` writes it.
+        fn entry(mut self, k: &str, ty: u32, put: impl FnOnce(&mut Vec<u8>)) -> Self {
             put_str(&mut self.kv, k);
-            self.kv.extend_from_slice(&4u32.to_le_bytes());
-            self.kv.extend_from_slice(&v.to_le_bytes());
+            self.kv.extend_from_slice(&ty.to_le_bytes());
+            put(&mut self.kv);
             self.n_kv += 1;
             self
         }
-        pub fn kv_f32(mut self, k: &str, v: f32) -> Self {
-            put_str(&mut self.kv, k);
-            self.kv.extend_from_slice(&6u32.to_le_bytes());
-            self.kv.extend_from_slice(&v.to_le_bytes());
-            self.n_kv += 1;
-            self
+        pub fn kv_u32(self, k: &str, v: u32) -> Self {
+            self.entry(k, 4, |b| b.extend_from_slice(&v.to_le_bytes()))
         }
-        pub fn kv_bool(mut self, k: &str, v: bool) -> Self {
-            put_str(&mut self.kv, k);
-            self.kv.extend_from_slice(&7u32.to_le_bytes());
-            self.kv.push(v as u8);
-            self.n_kv += 1;
-            self
+        pub fn kv_f32(self, k: &str, v: f32) -> Self {
+            self.entry(k, 6, |b| b.extend_from_slice(&v.to_le_bytes()))
         }
-        pub fn kv_str(mut self, k: &str, v: &str) -> Self {
-            put_str(&mut self.kv, k);
-            self.kv.extend_from_slice(&8u32.to_le_bytes());
-            put_str(&mut self.kv, v);
-            self.n_kv += 1;
-            self
+        pub fn kv_bool(self, k: &str, v: bool) -> Self {
+            self.entry(k, 7, |b| b.push(v as u8))
         }
-        pub fn kv_str_array(mut self, k: &str, v: &[&str]) -> Self {
-            put_str(&mut self.kv, k);
-            self.kv.extend_from_slice(&9u32.to_le_bytes());
-            self.kv.extend_from_slice(&8u32.to_le_bytes());
-            self.kv.extend_from_slice(&(v.len() as u64).to_le_bytes());
-            for s in v {
-                put_str(&mut self.kv, s);
-            }
-            self.n_kv += 1;
-            self
+        pub fn kv_str(self, k: &str, v: &str) -> Self {
+            self.entry(k, 8, |b| put_str(b, v))
         }
-        pub fn kv_i32_array(mut self, k: &str, v: &[i32]) -> Self {
-            put_str(&mut self.kv, k);
-            self.kv.extend_from_slice(&9u32.to_le_bytes());
-            self.kv.extend_from_slice(&5u32.to_le_bytes());
-            self.kv.extend_from_slice(&(v.len() as u64).to_le_bytes());
-            for x in v {
-                self.kv.extend_from_slice(&x.to_le_bytes());
-            }
-            self.n_kv += 1;
-            self
+        /// An array: type 9, then the element type and the count.
+        pub fn kv_str_array(self, k: &str, v: &[&str]) -> Self {
+            self.entry(k, 9, |b| {
+                b.extend_from_slice(&8u32.to_le_bytes());
+                b.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                for s in v {
+                    put_str(b, s);
+                }
+            })
+        }
+        pub fn kv_i32_array(self, k: &str, v: &[i32]) -> Self {
+            self.entry(k, 9, |b| {
+                b.extend_from_slice(&5u32.to_le_bytes());
+                b.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                for x in v {
+                    b.extend_from_slice(&x.to_le_bytes());
+                }
+            })
         }
         pub fn tensor(mut self, name: &str, dims: &[u64], ty: u32) -> Self {
             put_str(&mut self.tensors, name);

@@ -145,46 +145,31 @@ mod tests {
     #[test]
     fn numbers_are_seconds() {
         assert_eq!(ka(json!(null)), Ok(None));
-        assert_eq!(ka(json!(0)), Ok(Some(KeepAlive::For(Duration::ZERO))));
-        assert_eq!(
-            ka(json!(30)),
-            Ok(Some(KeepAlive::For(Duration::from_secs(30))))
-        );
-        assert_eq!(
-            ka(json!(1.5)),
-            Ok(Some(KeepAlive::For(Duration::from_millis(1500))))
-        );
+        assert_eq!(ka(json!(0)), for_ms(0));
+        assert_eq!(ka(json!(30)), for_ms(30_000));
+        assert_eq!(ka(json!(1.5)), for_ms(1_500));
         assert_eq!(ka(json!(-1)), Ok(Some(KeepAlive::Forever)));
         assert!(ka(json!(0)).unwrap().unwrap().is_zero());
     }
 
+    /// `KeepAlive::For` of `ms` milliseconds.
+    fn for_ms(ms: u64) -> Result<Option<KeepAlive>, String> {
+        Ok(Some(KeepAlive::For(Duration::from_millis(ms))))
+    }
+
     #[test]
     fn go_durations() {
-        assert_eq!(
-            ka(json!("5m")),
-            Ok(Some(KeepAlive::For(Duration::from_secs(300))))
-        );
-        assert_eq!(
-            ka(json!("10s")),
-            Ok(Some(KeepAlive::For(Duration::from_secs(10))))
-        );
-        assert_eq!(
-            ka(json!("1h")),
-            Ok(Some(KeepAlive::For(Duration::from_secs(3600))))
-        );
-        assert_eq!(
-            ka(json!("1h30m")),
-            Ok(Some(KeepAlive::For(Duration::from_secs(5400))))
-        );
-        assert_eq!(
-            ka(json!("1.5s")),
-            Ok(Some(KeepAlive::For(Duration::from_millis(1500))))
-        );
-        assert_eq!(
-            ka(json!("250ms")),
-            Ok(Some(KeepAlive::For(Duration::from_millis(250))))
-        );
-        assert_eq!(ka(json!("0")), Ok(Some(KeepAlive::For(Duration::ZERO))));
+        for (text, ms) in [
+            ("5m", 300_000),
+            ("10s", 10_000),
+            ("1h", 3_600_000),
+            ("1h30m", 5_400_000),
+            ("1.5s", 1_500),
+            ("250ms", 250),
+            ("0", 0),
+        ] {
+            assert_eq!(ka(json!(text)), for_ms(ms), "{text}");
+        }
         assert_eq!(ka(json!("-1m")), Ok(Some(KeepAlive::Forever)));
         assert_eq!(parse_go_duration("-1.5h"), Ok(-5_400_000_000_000));
         assert_eq!(parse_go_duration("3µs"), Ok(3000));
@@ -192,26 +177,15 @@ mod tests {
 
     #[test]
     fn go_errors() {
-        assert_eq!(
-            ka(json!("-1")),
-            Err("time: missing unit in duration \"-1\"".to_string())
-        );
-        assert_eq!(
-            ka(json!("5")),
-            Err("time: missing unit in duration \"5\"".to_string())
-        );
-        assert_eq!(
-            ka(json!("")),
-            Err("time: invalid duration \"\"".to_string())
-        );
-        assert_eq!(
-            ka(json!("abc")),
-            Err("time: invalid duration \"abc\"".to_string())
-        );
-        assert_eq!(
-            ka(json!("5x")),
-            Err("time: unknown unit \"x\" in duration \"5x\"".to_string())
-        );
+        for (text, error) in [
+            ("-1", "time: missing unit in duration \"-1\""),
+            ("5", "time: missing unit in duration \"5\""),
+            ("", "time: invalid duration \"\""),
+            ("abc", "time: invalid duration \"abc\""),
+            ("5x", "time: unknown unit \"x\" in duration \"5x\""),
+        ] {
+            assert_eq!(ka(json!(text)), Err(error.to_string()), "{text:?}");
+        }
         assert!(ka(json!(true)).is_err());
     }
 }

@@ -49,21 +49,29 @@ fn main() {
 }
 
 async fn serve(cfg: config::Config) -> i32 {
-    if !cfg.llama_server.is_file() {
-        log!(
-            "ERROR",
-            "llama-server binary {} does not exist (pass --llama-server PATH)",
-            cfg.llama_server.display()
-        );
-        return 2;
-    }
-    if !cfg.models_dir.is_dir() {
-        log!(
-            "ERROR",
-            "models directory {} does not exist (pass --models-dir DIR)",
-            cfg.models_dir.display()
-        );
-        return 2;
+    let required = [
+        (
+            cfg.llama_server.is_file(),
+            "llama-server binary",
+            &cfg.llama_server,
+            "--llama-server PATH",
+        ),
+        (
+            cfg.models_dir.is_dir(),
+            "models directory",
+            &cfg.models_dir,
+            "--models-dir DIR",
+        ),
+    ];
+    for (exists, what, path, flag) in required {
+        if !exists {
+            log!(
+                "ERROR",
+                "{what} {} does not exist (pass {flag})",
+                path.display()
+            );
+            return 2;
+        }
     }
     let log_dir = cfg.log_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("o3-refserver-{}", std::process::id()))

@@ -173,17 +173,26 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-async fn post(c: &reqwest::Client, s: &Server, path: &str, body: Value) -> (u16, Value) {
-    let r = c
-        .post(format!("{}{path}", s.base))
-        .json(&body)
+/// The response to POSTing `body` to `path` (the test fails if it cannot be sent).
+async fn send_post(c: &reqwest::Client, s: &Server, path: &str, body: &Value) -> reqwest::Response {
+    c.post(format!("{}{path}", s.base))
+        .json(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+async fn post(c: &reqwest::Client, s: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = send_post(c, s, path, &body).await;
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: {e}: {text}"));
     (status, v)
+}
+
+/// POST `body` to `/api/generate`.
+async fn generate(c: &reqwest::Client, s: &Server, body: Value) -> (u16, Value) {
+    post(c, s, "/api/generate", body).await
 }
 
 async fn get(c: &reqwest::Client, s: &Server, path: &str) -> Value {
@@ -199,12 +208,7 @@ async fn get(c: &reqwest::Client, s: &Server, path: &str) -> Value {
 /// A streamed request: every NDJSON object, in order, with its arrival time.
 async fn stream(c: &reqwest::Client, s: &Server, path: &str, body: Value) -> Vec<(Instant, Value)> {
     use futures_util::StreamExt;
-    let r = c
-        .post(format!("{}{path}", s.base))
-        .json(&body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let r = send_post(c, s, path, &body).await;
     assert_eq!(r.status().as_u16(), 200, "{path} status");
     assert_eq!(
         r.headers().get("content-type").unwrap(),
@@ -311,6 +315,23 @@ fn long_prompt(words: usize) -> String {
         .map(|i| format!("item{i}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The body of a raw, non-streamed smollm2 generate of `prompt`.
+fn raw_once(prompt: &str, num_ctx: u32, num_predict: i64) -> Value {
+    json!({"model": SMOL, "prompt": prompt, "raw": true, "stream": false,
+           "options": {"num_ctx": num_ctx, "num_predict": num_predict}})
+}
+
+/// The body of a load-only generate (no prompt) of `model` at `num_ctx`.
+fn load_only(model: &str, num_ctx: u32) -> Value {
+    json!({"model": model, "options": {"num_ctx": num_ctx}})
+}
+
+/// `body` with `truncate: false`.
+fn no_truncate(mut body: Value) -> Value {
+    body["truncate"] = json!(false);
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,27 +445,13 @@ async fn live_reference_server() {
     );
 
     // Same options: no reload, tiny load_duration.
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "prompt": "[run 2] Hello", "raw": true, "stream": false,
-               "options": {"num_ctx": 2048, "num_predict": 4}}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, raw_once("[run 2] Hello", 2048, 4)).await;
     assert_eq!(st, 200, "{v}");
     assert!(ms(&v["load_duration"]) < 100.0, "{v}");
     assert_eq!(one_runner(&server).0, pid1);
 
     // A num_ctx change reloads: long load_duration, new runner pid, old one gone.
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "prompt": "[run 3] Hello", "raw": true, "stream": false,
-               "options": {"num_ctx": 4096, "num_predict": 4}}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, raw_once("[run 3] Hello", 4096, 4)).await;
     assert_eq!(st, 200, "{v}");
     assert!(ms(&v["load_duration"]) > 100.0, "{v}");
     let (pid2, cmd) = one_runner(&server);
@@ -462,14 +469,7 @@ async fn live_reference_server() {
 
     // Truncation: a prompt longer than num_ctx keeps about half of it.
     let prompt = format!("[run 4] {}", long_prompt(1200));
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "prompt": prompt, "raw": true, "stream": false,
-               "options": {"num_ctx": 2048, "num_predict": 1}}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, raw_once(&prompt, 2048, 1)).await;
     assert_eq!(st, 200, "{v}");
     let n = v["prompt_eval_count"].as_u64().unwrap();
     assert!(
@@ -479,14 +479,7 @@ async fn live_reference_server() {
     eprintln!(
         "truncation at num_ctx 2048: prompt_eval_count {n} (expected 1026, or 1027 with a BOS)"
     );
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "prompt": prompt, "raw": true, "stream": false, "truncate": false,
-               "options": {"num_ctx": 2048, "num_predict": 1}}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, no_truncate(raw_once(&prompt, 2048, 1))).await;
     assert_eq!(st, 400, "{v}");
     assert_eq!(v["error"], "the input length exceeds the context length");
 
@@ -506,40 +499,22 @@ async fn live_reference_server() {
     assert!(lines[0].1["message"]["content"].as_str().is_some());
 
     // Errors.
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": "nope:1b", "prompt": "x"}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, json!({"model": "nope:1b", "prompt": "x"})).await;
     assert_eq!(
         (st, v["error"].as_str().unwrap()),
         (404, "model 'nope:1b' not found")
     );
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "keep_alive": "-1"}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, json!({"model": SMOL, "keep_alive": "-1"})).await;
     assert_eq!(
         (st, v["error"].as_str().unwrap()),
         (400, "time: missing unit in duration \"-1\"")
     );
-    let (st, _) = post(&c, &server, "/api/generate", json!({"prompt": "x"})).await;
+    let (st, _) = generate(&c, &server, json!({"prompt": "x"})).await;
     assert_eq!(st, 400);
 
     // keep_alive 0 unloads: /api/ps empty and the runner gone within 10 s.
     let (pid3, _) = one_runner(&server);
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "keep_alive": 0}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, json!({"model": SMOL, "keep_alive": 0})).await;
     assert_eq!(st, 200);
     assert_eq!(v["done_reason"], "unload", "{v}");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -557,13 +532,7 @@ async fn live_reference_server() {
 
     // Gemma 3 load times at two contexts (load-only requests), and the model switch.
     for ctx in [2048u32, 8192] {
-        let (st, v) = post(
-            &c,
-            &server,
-            "/api/generate",
-            json!({"model": GEMMA, "options": {"num_ctx": ctx}}),
-        )
-        .await;
+        let (st, v) = generate(&c, &server, load_only(GEMMA, ctx)).await;
         assert_eq!(st, 200, "{v}");
         assert_eq!(v["done_reason"], "load");
         let (pid, _) = one_runner(&server);
@@ -578,13 +547,7 @@ async fn live_reference_server() {
     }
     // Loading smollm2 with max-loaded 1 unloads gemma first.
     let (gemma_pid, _) = one_runner(&server);
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "options": {"num_ctx": 8192}}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, load_only(SMOL, 8192)).await;
     assert_eq!(st, 200, "{v}");
     eprintln!(
         "smollm2 load num_ctx 8192: load_duration {:.0} ms",
@@ -620,13 +583,7 @@ async fn live_reference_server() {
 
     // SIGKILL: the runner must not outlive the server (PR_SET_PDEATHSIG).
     let server = start_server(&backend).await;
-    let (st, v) = post(
-        &c,
-        &server,
-        "/api/generate",
-        json!({"model": SMOL, "options": {"num_ctx": 2048}}),
-    )
-    .await;
+    let (st, v) = generate(&c, &server, load_only(SMOL, 2048)).await;
     assert_eq!(st, 200, "{v}");
     let (pid, _) = one_runner(&server);
     let mut server = server;
