@@ -1,6 +1,6 @@
 //! Protocol tests: whole cells (`run_cell_with`) against a scripted Ollama server speaking real
 //! HTTP on 127.0.0.1, one server per test. Each test scripts one way a server can behave or
-//! misbehave (`ollama-api.md` §1, §2.5, §6) and asserts the harness's exact reaction: the
+//! misbehave (`docs/ollama-api.md` §1, §2.5, §6) and asserts the harness's exact reaction: the
 //! requests it sent, the verdict, the reasons, the stop reason, and that it never hangs.
 
 #[path = "support/scripted_server.rs"]
@@ -433,7 +433,8 @@ fn normal_stream_passes_and_sends_the_cell_options(#[case] connection_close: boo
 }
 
 /// Measured prompts must start differently, so that no prefix cache serves even their first
-/// tokens (`ARCHITECTURE.md`: prompts unique per trial, defeating prompt caches).
+/// tokens (`docs/ARCHITECTURE.md` "Modules": prompts unique per trial, defeating prompt caches;
+/// `docs/ollama-api.md` §8).
 #[test]
 fn measured_prompts_start_differently() {
     let ran = run("gemma3_tools_27b::ctx_8k", Script::new(MODEL));

@@ -1,6 +1,6 @@
 //! Finding the server's processes: the process that listens on the base URL's port (or, when
 //! that cannot be seen, an `ollama serve` / `o3-refserver` process by name), and its runner
-//! children — see `ollama-api.md` §5.
+//! children — see `docs/ollama-api.md` §5.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
@@ -266,9 +266,9 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 /// Runner children of `server_pid`: its direct children whose `/proc/<pid>/cmdline` has a
 /// `--model` argument (Ollama v0.30+: `llama-server --model …`; v0.5.8–v0.29:
-/// `ollama runner --model …`; see `ollama-api.md` §5). Transient helpers without `--model` (GPU
-/// discovery) are ignored, as are zombies. Sorted by pid; empty when there are none or `/proc`
-/// cannot be read.
+/// `ollama runner --model …`; see `docs/ollama-api.md` §5). Transient helpers without `--model`
+/// (GPU discovery) are ignored, as are zombies. Sorted by pid; empty when there are none or
+/// `/proc` cannot be read.
 pub fn find_runners(server_pid: u32) -> Vec<u32> {
     let mut runners: Vec<u32> = children_of(server_pid)
         .into_iter()

@@ -1,4 +1,4 @@
-//! What every number in the reports means, from `design/METRICS.md`. Printed at the end of the
+//! What every number in the reports means, from `docs/METRICS.md`. Printed at the end of the
 //! Markdown report and carried in the JSON report, so a reader never has to guess.
 
 use serde::Serialize;
