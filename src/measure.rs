@@ -291,8 +291,16 @@ mod tests {
         assert!((tps - 7.0 / 0.9).abs() < 1e-9, "{tps}");
         // Seven gaps: six of 0.1 s and the 0.3 s pause between thinking and answer, which the
         // answer chunks alone would not show (their largest gap is 0.1 s).
-        assert!((r.itl_max_s.unwrap() - 0.3).abs() < 1e-9, "{:?}", r.itl_max_s);
-        assert!((r.itl_p50_s.unwrap() - 0.1).abs() < 1e-9, "{:?}", r.itl_p50_s);
+        assert!(
+            (r.itl_max_s.unwrap() - 0.3).abs() < 1e-9,
+            "{:?}",
+            r.itl_max_s
+        );
+        assert!(
+            (r.itl_p50_s.unwrap() - 0.1).abs() < 1e-9,
+            "{:?}",
+            r.itl_p50_s
+        );
     }
 
     #[test]
