@@ -1,10 +1,16 @@
 //! One trial: metrics from the timestamped stream, and whether the numbers can be trusted.
 //!
-//! Definitions (METRICS.md): `ttft` = request start → first chunk with non-empty answer
-//! content; `ttft_any` = first chunk with any content (thinking included); `decode_tps` =
-//! `(eval_count − 1) / (t_last − t_first)` over the chunks with content; `decode_tps_server` =
-//! `eval_count / eval_duration`; `prefill_tps_server` = `prompt_eval_count /
-//! prompt_eval_duration`; inter-chunk gaps between consecutive content chunks.
+//! Definitions (`docs/METRICS.md` "Per trial", and the README's "Metric definitions"): `ttft` =
+//! request start → first chunk with non-empty answer content; `ttft_any` = first chunk with any
+//! content (thinking included); `decode_tps` = `(eval_count − 1) / (t_last − t_first)` over the
+//! chunks with any content, thinking included; `decode_tps_server` = `eval_count /
+//! eval_duration`; `prefill_tps_server` = `prompt_eval_count / prompt_eval_duration`; inter-chunk
+//! gaps between consecutive chunks with any content, thinking included.
+//!
+//! Why thinking chunks count: the server's `eval_count` counts thinking tokens too
+//! (`docs/ollama-api.md` §1.1, §1.3), so the client rate must span the same tokens the count
+//! covers — from the first chunk of any kind to the last. Timing only the answer chunks would
+//! divide every token by the answer's time alone and overstate the rate of a thinking model.
 
 use crate::backend::{BackendError, Completed};
 use crate::results::{TrialKind, TrialRecord};
@@ -65,6 +71,8 @@ pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
     r.output_tokens = m.eval_count.map(|v| v as u32);
     r.load_s = m.load_duration.map(ns_to_s);
 
+    // Arrival times of the chunks with answer content, and of every chunk with any content
+    // (thinking included): the decode rate and the gaps use the latter (see the module docs).
     let answer: Vec<f64> = c
         .events
         .iter()
@@ -182,6 +190,7 @@ pub fn validity(plan: &TrialPlan, r: &TrialRecord) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::backend::{FinalMetrics, StreamEvent};
+    use rstest::rstest;
     use std::time::Duration;
 
     fn ev(ms: u64, content: &str, thinking: &str, done: bool) -> StreamEvent {
@@ -254,26 +263,44 @@ mod tests {
         assert!(r.valid, "{:?}", r.invalid_reasons);
     }
 
+    /// The decision `docs/METRICS.md` and the README state: `eval_count` counts thinking tokens
+    /// too, so the client decode rate and the gaps span every chunk with content, thinking
+    /// included — not the answer chunks alone.
     #[test]
-    fn truncation_is_invalid() {
-        let mut c = normal();
-        c.metrics.prompt_eval_count = Some(514);
+    fn decode_rate_and_gaps_span_thinking_chunks() {
+        // Three thinking chunks 100 ms apart, a 300 ms pause, five answer chunks 100 ms apart.
+        let mut events = vec![
+            ev(1000, "", "let", false),
+            ev(1100, "", "me", false),
+            ev(1200, "", "think", false),
+        ];
+        events.extend((0..5).map(|i| ev(1500 + i * 100, "x", "", false)));
+        events.push(ev(1950, "", "", true));
+        let c = Completed {
+            events,
+            metrics: metrics(1000, 8),
+            e2e: Duration::from_millis(1950),
+        };
         let r = from_completed(&plan(), &c);
-        assert!(!r.valid);
+        assert!(r.valid, "{:?}", r.invalid_reasons);
+        assert_eq!((r.thinking_chunks, r.content_chunks), (3, 5));
+        assert_eq!((r.ttft_any_s, r.ttft_s), (Some(1.0), Some(1.5)));
+        // 8 tokens counted by the server, first chunk at 1.0 s, last at 1.9 s: 7 / 0.9 s.
+        // Over the answer chunks alone it would be 7 / 0.4 s = 17.5 tok/s.
+        let tps = r.decode_tps.unwrap();
+        assert!((tps - 7.0 / 0.9).abs() < 1e-9, "{tps}");
+        // Seven gaps: six of 0.1 s and the 0.3 s pause between thinking and answer, which the
+        // answer chunks alone would not show (their largest gap is 0.1 s).
         assert!(
-            r.invalid_reasons[0].contains("prompt truncated: server evaluated 514 of 1000"),
+            (r.itl_max_s.unwrap() - 0.3).abs() < 1e-9,
             "{:?}",
-            r.invalid_reasons
+            r.itl_max_s
         );
-    }
-
-    #[test]
-    fn reload_is_invalid() {
-        let mut c = normal();
-        c.metrics.load_duration = Some(2_300_000_000);
-        let r = from_completed(&plan(), &c);
-        assert!(!r.valid);
-        assert!(r.invalid_reasons[0].contains("reloaded inside the cell: load_duration 2.30 s"));
+        assert!(
+            (r.itl_p50_s.unwrap() - 0.1).abs() < 1e-9,
+            "{:?}",
+            r.itl_p50_s
+        );
     }
 
     #[test]
@@ -293,17 +320,46 @@ mod tests {
         );
     }
 
-    #[test]
-    fn early_stop_is_invalid() {
+    /// One table for the ways a single figure makes a trial invalid: the normal stream changed
+    /// by `tweak`, measured against a plan with `num_predict`; `reason` is the first reason.
+    #[rstest]
+    #[case::truncated(
+        |c: &mut Completed| c.metrics.prompt_eval_count = Some(514),
+        8,
+        "prompt truncated: server evaluated 514 of 1000"
+    )]
+    #[case::reloaded(
+        |c: &mut Completed| c.metrics.load_duration = Some(2_300_000_000),
+        8,
+        "model reloaded inside the cell: load_duration 2.30 s"
+    )]
+    #[case::stopped_early(
+        |c: &mut Completed| {
+            c.metrics.eval_count = Some(2);
+            c.metrics.done_reason = Some("stop".into());
+            c.events.truncate(2);
+        },
+        128,
+        "model stopped after 2 output tokens"
+    )]
+    fn one_bad_figure_is_invalid(
+        #[case] tweak: fn(&mut Completed),
+        #[case] num_predict: u32,
+        #[case] reason: &str,
+    ) {
         let mut c = normal();
-        c.metrics.eval_count = Some(2);
-        c.metrics.done_reason = Some("stop".into());
-        c.events.truncate(2);
-        let mut p = plan();
-        p.num_predict = 128;
+        tweak(&mut c);
+        let p = TrialPlan {
+            num_predict,
+            ..plan()
+        };
         let r = from_completed(&p, &c);
         assert!(!r.valid);
-        assert!(r.invalid_reasons[0].contains("model stopped after 2 output tokens"));
+        assert!(
+            r.invalid_reasons[0].contains(reason),
+            "{:?}",
+            r.invalid_reasons
+        );
     }
 
     #[test]

@@ -135,7 +135,8 @@ pub struct TrialRecord {
     pub ttft_s: Option<f64>,
     /// Client TTFT to the first chunk with any content, thinking included (s).
     pub ttft_any_s: Option<f64>,
-    /// Client decode rate `(eval_count − 1) / (t_last − t_first)` (tokens/s).
+    /// Client decode rate `(eval_count − 1) / (t_last − t_first)`, the first and last chunk
+    /// with any content, thinking included, as `eval_count` counts thinking tokens (tokens/s).
     pub decode_tps: Option<f64>,
     /// Server decode rate `eval_count / eval_duration` (tokens/s).
     pub decode_tps_server: Option<f64>,
@@ -143,9 +144,9 @@ pub struct TrialRecord {
     pub prefill_tps_server: Option<f64>,
     /// The server's `load_duration` (s).
     pub load_s: Option<f64>,
-    /// Median gap between consecutive content chunks (s).
+    /// Median gap between consecutive chunks with any content, thinking included (s).
     pub itl_p50_s: Option<f64>,
-    /// 95th percentile gap between consecutive content chunks (s).
+    /// 95th percentile gap between consecutive chunks with any content (s).
     pub itl_p95_s: Option<f64>,
     /// Largest gap between consecutive chunks (s).
     pub itl_max_s: Option<f64>,

@@ -1,10 +1,13 @@
 //! The `context_scaling` test binary as a user drives it: listing, filtering, and what happens
-//! when no server answers. No server is involved: `OLLAMA_HOST` points at a closed port.
+//! when no server answers. No server is involved: `OLLAMA_HOST` points at a closed port, or (for
+//! `--list`) at a listener that only counts connections.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// Path of the built `context_scaling` test binary (built by cargo with this test's profile).
 fn binary() -> &'static Path {
@@ -39,7 +42,7 @@ fn binary() -> &'static Path {
 
 /// A port with nothing listening on it.
 fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
     port
@@ -87,12 +90,75 @@ const USER_CELLS: [&str; 14] = [
 /// Rows marked `optional` in the user's table: ignored unless `--include-ignored`.
 const OPTIONAL_CELLS: [&str; 2] = ["qwen25_3b::ctx_256k", "gemma3_latest::ctx_256k"];
 
+/// A server stand-in that accepts and at once closes every connection, counting them: a
+/// client that connects fails fast instead of waiting on it.
+struct CountingListener {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CountingListener {
+    fn start() -> CountingListener {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, halt) = (connections.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            loop {
+                let stopping = halt.load(Ordering::Acquire);
+                // Drain what is queued; on the last pass after the stop, nothing is missed.
+                while l.accept().is_ok() {
+                    n.fetch_add(1, Ordering::AcqRel);
+                }
+                if stopping {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        CountingListener {
+            addr,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the listener (after counting every connection already made) and returns the
+    /// count.
+    fn finish(mut self) -> usize {
+        self.halt();
+        self.connections.load(Ordering::Acquire)
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// `--list` is offline: it contacts no server (a listener at `OLLAMA_HOST` sees no connection)
+/// and creates no run directory. That is what makes it instant; its wall time is not asserted
+/// (the old `< 1 s` check measured how fast a loaded CI machine starts a process, not the
+/// harness: a listing that did network or disk work fails the two checks below whatever the
+/// machine's speed).
 #[test]
-fn list_is_offline_fast_and_clean() {
-    let port = closed_port().to_string();
-    let host = format!("127.0.0.1:{port}");
+fn list_is_offline_and_clean() {
+    let server = CountingListener::start();
+    let host = server.addr.to_string();
     let dir = results_dir("list");
-    let start = Instant::now();
     let out = run(
         &["--list", "--format", "terse"],
         &[
@@ -100,7 +166,6 @@ fn list_is_offline_fast_and_clean() {
             ("O3_RESULTS_DIR", dir.to_str().unwrap()),
         ],
     );
-    let took = start.elapsed();
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let listed: Vec<&str> = stdout
@@ -108,7 +173,7 @@ fn list_is_offline_fast_and_clean() {
         .map(|l| l.strip_suffix(": test").expect("only `<name>: test` lines"))
         .collect();
     assert_eq!(listed, USER_CELLS);
-    assert!(took < Duration::from_secs(1), "--list took {took:?}");
+    assert_eq!(server.finish(), 0, "--list connected to the server");
     // Listing creates no run directory and writes nothing.
     assert!(!dir.exists());
     // nextest also lists the statically ignored tests: the optional 256K rows.
@@ -154,18 +219,24 @@ fn cell_files(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Runs every cell of the user's table with `OLLAMA_HOST` at a closed port, results in a fresh
+/// directory named by `tag`, with `extra` environment; returns the host, that directory and
+/// the output.
+fn run_every_cell_at_a_closed_port(tag: &str, extra: &[(&str, &str)]) -> (String, PathBuf, Output) {
+    let host = format!("127.0.0.1:{}", closed_port());
+    let dir = results_dir(tag);
+    let mut envs = vec![
+        ("OLLAMA_HOST", host.as_str()),
+        ("O3_RESULTS_DIR", dir.to_str().unwrap()),
+    ];
+    envs.extend_from_slice(extra);
+    let out = run(&["--test-threads", "2"], &envs);
+    (host, dir, out)
+}
+
 #[test]
 fn closed_port_ignores_every_cell_with_the_host_in_the_reason() {
-    let port = closed_port();
-    let host = format!("127.0.0.1:{port}");
-    let dir = results_dir("ignored");
-    let out = run(
-        &["--test-threads", "2"],
-        &[
-            ("OLLAMA_HOST", host.as_str()),
-            ("O3_RESULTS_DIR", dir.to_str().unwrap()),
-        ],
-    );
+    let (host, dir, out) = run_every_cell_at_a_closed_port("ignored", &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
@@ -210,17 +281,8 @@ fn closed_port_ignores_every_cell_with_the_host_in_the_reason() {
 
 #[test]
 fn closed_port_fails_every_cell_when_a_server_is_required() {
-    let port = closed_port();
-    let host = format!("127.0.0.1:{port}");
-    let dir = results_dir("required");
-    let out = run(
-        &["--test-threads", "2"],
-        &[
-            ("OLLAMA_HOST", host.as_str()),
-            ("O3_RESULTS_DIR", dir.to_str().unwrap()),
-            ("O3_REQUIRE_SERVER", "1"),
-        ],
-    );
+    let (host, dir, out) =
+        run_every_cell_at_a_closed_port("required", &[("O3_REQUIRE_SERVER", "1")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(

@@ -1,13 +1,19 @@
-//! Host facts recorded with every result: CPU, memory, OS, kernel, host name.
+//! Host facts recorded with every result: host name, CPU, memory, OS, kernel.
 
 use serde::{Deserialize, Serialize};
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 use crate::results::RunMetadata;
 
-/// Facts about the machine the harness runs on (see [`host_info`]).
+/// Facts about the machine the harness runs on (see [`host_info`]): the one type for them.
+///
+/// The field names and types are those of the host fields of [`RunMetadata`] in the result
+/// files, so a record can embed it with `#[serde(flatten)]` and keep its JSON unchanged (the
+/// test `serializes_as_the_result_files_host_fields` holds both to that).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct HostInfo {
+pub struct Host {
+    /// Host name; `unknown` when not found.
+    pub hostname: String,
     /// CPU model string, e.g. `AMD Ryzen 9 7950X 16-Core Processor`; `unknown` when not found.
     pub cpu_model: String,
     /// Logical CPUs of the host (at least 1).
@@ -20,22 +26,29 @@ pub struct HostInfo {
     pub os: String,
     /// Kernel version, e.g. `6.8.0-48-generic`.
     pub kernel: String,
-    /// Host name.
-    pub hostname: String,
 }
 
-impl HostInfo {
+impl Host {
     /// Copies these facts into the matching fields of `meta` (`hostname`, `cpu_model`,
     /// `cpu_logical`, `cpu_physical`, `ram_total_bytes`, `os`, `kernel`); other fields are left
-    /// alone.
+    /// alone. For the runner until [`RunMetadata`] embeds a [`Host`].
     pub fn fill(&self, meta: &mut RunMetadata) {
-        meta.hostname = self.hostname.clone();
-        meta.cpu_model = self.cpu_model.clone();
-        meta.cpu_logical = self.cpu_logical;
-        meta.cpu_physical = self.cpu_physical;
-        meta.ram_total_bytes = self.ram_total_bytes;
-        meta.os = self.os.clone();
-        meta.kernel = self.kernel.clone();
+        let Host {
+            hostname,
+            cpu_model,
+            cpu_logical,
+            cpu_physical,
+            ram_total_bytes,
+            os,
+            kernel,
+        } = self.clone();
+        meta.hostname = hostname;
+        meta.cpu_model = cpu_model;
+        meta.cpu_logical = cpu_logical;
+        meta.cpu_physical = cpu_physical;
+        meta.ram_total_bytes = ram_total_bytes;
+        meta.os = os;
+        meta.kernel = kernel;
     }
 }
 
@@ -58,9 +71,9 @@ fn read_trimmed(path: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// Collects the host facts for [`RunMetadata`] (see [`HostInfo::fill`]). Figures that cannot be
+/// Collects the host facts for [`RunMetadata`] (see [`Host::fill`]). Figures that cannot be
 /// found are `unknown`, 0 or `None`; this never fails.
-pub fn host_info() -> HostInfo {
+pub fn host_info() -> Host {
     let sys = System::new_with_specifics(
         RefreshKind::nothing()
             .with_cpu(CpuRefreshKind::nothing())
@@ -108,20 +121,21 @@ pub fn host_info() -> HostInfo {
         .filter(|s| !s.trim().is_empty())
         .or_else(|| read_trimmed("/proc/sys/kernel/hostname"))
         .unwrap_or_else(|| "unknown".to_string());
-    HostInfo {
+    Host {
+        hostname,
         cpu_model,
         cpu_logical,
         cpu_physical: System::physical_core_count().ok().filter(|&n| n > 0),
         ram_total_bytes,
         os,
         kernel,
-        hostname,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn cpu_model_from_cpuinfo() {
@@ -136,6 +150,56 @@ mod tests {
             Some("Raspberry Pi 4 Model B Rev 1.4")
         );
         assert_eq!(parse_cpu_model("processor\t: 0\nmodel name\t:\n"), None);
+    }
+
+    /// Serialized, a [`Host`] is exactly the host fields of a result file's [`RunMetadata`]:
+    /// same names, same values, nothing else; and it reads back from such a file.
+    #[test]
+    fn serializes_as_the_result_files_host_fields() {
+        let h = Host {
+            hostname: "box".into(),
+            cpu_model: "Test CPU".into(),
+            cpu_logical: 16,
+            cpu_physical: Some(8),
+            ram_total_bytes: 64 << 30,
+            os: "Linux (Test 1)".into(),
+            kernel: "6.8.0".into(),
+        };
+        let mut meta = RunMetadata {
+            run_id: "r1".into(),
+            server: "http://127.0.0.1:11434".into(),
+            ..RunMetadata::default()
+        };
+        h.fill(&mut meta);
+        let host = serde_json::to_value(&h).unwrap();
+        let meta_json = serde_json::to_value(&meta).unwrap();
+        let host = host.as_object().unwrap();
+        let keys: BTreeSet<&str> = host.keys().map(String::as_str).collect();
+        let want = [
+            "hostname",
+            "cpu_model",
+            "cpu_logical",
+            "cpu_physical",
+            "ram_total_bytes",
+            "os",
+            "kernel",
+        ];
+        assert_eq!(keys, BTreeSet::from(want));
+        for (k, v) in host {
+            assert_eq!(&meta_json[k], v, "{k}");
+        }
+        let back: Host = serde_json::from_value(meta_json).unwrap();
+        assert_eq!(back, h);
+        // Unknown physical cores stay `null` in both.
+        let h = Host {
+            cpu_physical: None,
+            ..h
+        };
+        h.fill(&mut meta);
+        assert_eq!(
+            serde_json::to_value(&meta).unwrap()["cpu_physical"],
+            serde_json::to_value(&h).unwrap()["cpu_physical"]
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -1,7 +1,8 @@
 //! Finding the server's processes: the process that listens on the base URL's port (or, when
 //! that cannot be seen, an `ollama serve` / `o3-refserver` process by name), and its runner
-//! children — see `ollama-api.md` §5.
+//! children — see `docs/ollama-api.md` §5.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 use super::procfs::{
@@ -266,17 +267,21 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 /// Runner children of `server_pid`: its direct children whose `/proc/<pid>/cmdline` has a
 /// `--model` argument (Ollama v0.30+: `llama-server --model …`; v0.5.8–v0.29:
-/// `ollama runner --model …`; see `ollama-api.md` §5). Transient helpers without `--model` (GPU
-/// discovery) are ignored, as are zombies. Sorted by pid; empty when there are none or `/proc`
-/// cannot be read.
+/// `ollama runner --model …`; see `docs/ollama-api.md` §5). Transient helpers without `--model`
+/// (GPU discovery) are ignored, as are zombies. Sorted by pid; empty when there are none or
+/// `/proc` cannot be read.
 pub fn find_runners(server_pid: u32) -> Vec<u32> {
-    let mut runners: Vec<u32> = children_of(server_pid)
-        .into_iter()
-        .filter(|&p| read_cmdline(p).is_some_and(|a| has_model_arg(&a)))
-        .collect();
-    runners.sort_unstable();
-    runners.dedup();
-    runners
+    runners_among(children_of(server_pid), |p| {
+        read_cmdline(p).is_some_and(|a| has_model_arg(&a))
+    })
+}
+
+/// The pids among `children` that `is_runner` accepts, each once, in ascending order. A child
+/// can be listed twice: `children_of` reads one `children` file per server thread, and a child
+/// whose parent thread exits meanwhile is re-parented to another thread of the server.
+fn runners_among(children: Vec<u32>, is_runner: impl Fn(u32) -> bool) -> Vec<u32> {
+    let unique: BTreeSet<u32> = children.into_iter().filter(|&p| is_runner(p)).collect();
+    unique.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -290,24 +295,21 @@ mod tests {
     use std::net::TcpListener;
     use std::time::Duration;
 
+    /// Host and port of a base URL; `None` for one that names no host or no valid port.
     #[rstest]
-    #[case("http://127.0.0.1:11434", "127.0.0.1", 11434)]
-    #[case("http://[::1]:5000", "::1", 5000)]
-    #[case("https://example.local", "example.local", 443)]
-    #[case("http://example.local/api", "example.local", 80)]
-    #[case("localhost", "localhost", 11434)]
-    #[case("10.0.0.5:8080", "10.0.0.5", 8080)]
-    fn host_and_port(#[case] url: &str, #[case] host: &str, #[case] port: u16) {
-        assert_eq!(split_host_port(url), Some((host.to_string(), port)));
-    }
-
-    #[rstest]
-    #[case("")]
-    #[case("http://:80")]
-    #[case("http://host:notaport")]
-    #[case("http://[::1")]
-    fn bad_urls(#[case] url: &str) {
-        assert_eq!(split_host_port(url), None);
+    #[case("http://127.0.0.1:11434", Some(("127.0.0.1", 11434)))]
+    #[case("http://[::1]:5000", Some(("::1", 5000)))]
+    #[case("https://example.local", Some(("example.local", 443)))]
+    #[case("http://example.local/api", Some(("example.local", 80)))]
+    #[case("localhost", Some(("localhost", 11434)))]
+    #[case("10.0.0.5:8080", Some(("10.0.0.5", 8080)))]
+    #[case("", None)]
+    #[case("http://:80", None)]
+    #[case("http://host:notaport", None)]
+    #[case("http://[::1", None)]
+    fn host_and_port(#[case] url: &str, #[case] want: Option<(&str, u16)>) {
+        let want = want.map(|(host, port)| (host.to_string(), port));
+        assert_eq!(split_host_port(url), want, "{url:?}");
     }
 
     #[rstest]
@@ -397,6 +399,14 @@ mod tests {
         assert!(matches!(locate_server("http://:1"), Locate::NotFound(_)));
     }
 
+    #[test]
+    fn runners_are_unique_and_sorted_whatever_the_listing_order() {
+        // Duplicates that are not adjacent: a dedup without sorting would keep them.
+        let children = vec![9, 3, 7, 9, 12, 3];
+        assert_eq!(runners_among(children, |p| p != 7), [3, 9, 12]);
+        assert!(runners_among(vec![4, 4], |_| false).is_empty());
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn runners_are_children_with_model() {
@@ -404,9 +414,11 @@ mod tests {
         let runner = spawn_runner();
         let helper = spawn_sh(&["--port", "1234"]);
         let me = std::process::id();
-        // The shell's argv is set when it execs, a moment after spawn.
+        // The shell's argv is set when it execs, a moment after spawn. The wait ends as soon as
+        // the runner shows; its limit is only reached when it never does (10 s: far beyond an
+        // exec on a loaded machine, which takes milliseconds).
         let want = child_pid(&runner);
-        wait_until(Duration::from_secs(2), || find_runners(me).contains(&want));
+        wait_until(Duration::from_secs(10), || find_runners(me).contains(&want));
         let found = find_runners(me);
         assert_eq!(
             found,

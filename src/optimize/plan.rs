@@ -137,7 +137,7 @@ impl MemoryEstimate {
     }
 }
 
-/// KV-cache bytes per context token from `/api/show`'s `model_info` (ollama-api.md §4.4), f16:
+/// KV-cache bytes per context token from `/api/show`'s `model_info` (`docs/ollama-api.md` §4.4), f16:
 /// Σ over layers of `head_count_kv[layer] × (key_length + value_length) × 2`. Key and value
 /// lengths fall back to `embedding_length / head_count`; `head_count_kv` may be one number or
 /// an array per layer, and falls back to `head_count`. Returns the figure and notes on the

@@ -221,7 +221,7 @@ fn llama8b_info() -> serde_json::Map<String, serde_json::Value> {
 
 #[test]
 fn kv_estimate_matches_the_worked_example() {
-    // ollama-api.md §4.4: 32 layers × 8 KV heads × (128 + 128) × 2 B = 128 KiB per token.
+    // docs/ollama-api.md §4.4: 32 layers × 8 KV heads × (128 + 128) × 2 B = 128 KiB per token.
     let (b, notes) = kv_bytes_per_token(&llama8b_info()).unwrap();
     assert_eq!(b, 128 * 1024);
     assert!(

@@ -1,5 +1,5 @@
-//! What every number in the reports means (the README's "Metrics" section). Printed at the end
-//! of the Markdown report and carried in the JSON report, so a reader never has to guess. The
+//! What every number in the reports means, from `docs/METRICS.md`. Printed at the end of the
+//! Markdown report and carried in the JSON report, so a reader never has to guess. The
 //! stability entries are rendered from the constants of [`crate::stability`].
 
 use std::borrow::Cow;
@@ -49,7 +49,7 @@ pub fn definitions() -> Vec<Definition> {
         def(
             "per trial",
             "decode_tps",
-            "client side: (output_tokens − 1) / (t_last_token − t_first_token), with output tokens from the server's eval_count.",
+            "client side: (output_tokens − 1) / (t_last_token − t_first_token), with output tokens from the server's eval_count; t_first_token and t_last_token are the first and last chunk with any content, thinking included, because eval_count counts thinking tokens too.",
         ),
         def(
             "per trial",
@@ -69,7 +69,7 @@ pub fn definitions() -> Vec<Definition> {
         def(
             "per trial",
             "itl_p50, itl_p95",
-            "gaps between consecutive content chunks (chunks are not tokens: both counts are recorded).",
+            "gaps between consecutive chunks with any content, thinking included (chunks are not tokens: both counts are recorded).",
         ),
         def(
             "per trial",

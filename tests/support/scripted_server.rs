@@ -1,5 +1,5 @@
 //! A scripted Ollama server for the protocol tests: real HTTP/1.1 on `127.0.0.1`, Ollama's
-//! native wire format (`ollama-api.md` §1, §2.5, §4, §6), and per-test misbehaviour.
+//! native wire format (`docs/ollama-api.md` §1, §2.5, §4, §6), and per-test misbehaviour.
 //!
 //! The server runs on its own thread with its own single-threaded tokio runtime (the harness's
 //! `run_cell_with` blocks on the harness's global runtime), and stops when [`ScriptedServer`] is
