@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::ContextCap;
-use super::{OptConfig, Phase, ProbeOptions};
-use crate::results::{self, CellResult, ResultsError, TrialKind, TrialRecord, Verdict};
+use super::{LoadOptions, OptConfig, Phase, options_of};
+use crate::results::{self, CellResult, Gates, ResultsError, TrialKind, TrialRecord, Verdict};
 use crate::stats::Summary;
 
 /// Version of the [`SearchRecord`] format. Bumped whenever a field changes meaning.
@@ -31,11 +31,17 @@ pub struct ProbeRecord {
     /// Search part.
     pub phase: Phase,
     /// Options probed.
-    pub options: ProbeOptions,
+    pub options: LoadOptions,
     /// Run of these options (1, 2, 3).
     pub run: u32,
     /// Prompt tokens filled.
     pub fill_tokens: u32,
+    /// The gates the cell was judged against (absent in records written before they were kept).
+    #[serde(default)]
+    pub gates: Option<Gates>,
+    /// `/api/version` of the server that ran the cell, when it answered.
+    #[serde(default)]
+    pub server_version: Option<String>,
     /// Why the search probed this.
     pub why: String,
     /// The cell's verdict.
@@ -66,6 +72,19 @@ fn valid_measured(trials: &[TrialRecord]) -> impl Iterator<Item = &TrialRecord> 
         .filter(|t| t.kind == TrialKind::Measured && t.valid)
 }
 
+// Every field of a cell result the optimizer reads is read in this block.
+
+/// Whether a cell result on disk measured nothing (SKIPPED: the server was away), so the search
+/// probes it again rather than resuming from it.
+pub(crate) fn measured_nothing(r: &CellResult) -> bool {
+    r.verdict == Verdict::Skipped
+}
+
+/// Why a cell could not run, from its result.
+pub(crate) fn why_not_run(r: &CellResult) -> String {
+    r.reasons.join("; ")
+}
+
 impl ProbeRecord {
     /// The probe record of a cell result.
     pub fn from_result(
@@ -78,13 +97,11 @@ impl ProbeRecord {
         ProbeRecord {
             test_name: r.cell.test_name.clone(),
             phase,
-            options: ProbeOptions {
-                num_ctx: r.cell.num_ctx,
-                num_thread: r.cell.num_thread,
-                num_batch: r.cell.num_batch,
-            },
+            options: options_of(&r.cell),
             run,
             fill_tokens: r.cell.fill_tokens,
+            gates: Some(r.cell.gates.clone()),
+            server_version: r.metadata.server_version.clone(),
             why,
             verdict: r.verdict,
             reasons: r.reasons.clone(),
@@ -197,7 +214,7 @@ pub struct Recommendation {
     /// The matrix cell with the same slug and context (`<name>::ctx_<K>k`), when there is one.
     pub matrix_test_name: Option<String>,
     /// Options.
-    pub options: ProbeOptions,
+    pub options: LoadOptions,
     /// Prompt tokens filled in the probe.
     pub fill_tokens: u32,
     /// Verdict of the probe.
@@ -208,6 +225,12 @@ pub struct Recommendation {
     pub decode_tps: Option<Summary>,
     /// Stability score.
     pub stability: f64,
+    /// The gates the probe was judged against (absent in records written before they were kept).
+    #[serde(default)]
+    pub gates: Option<Gates>,
+    /// `/api/version` of the server that ran the probe, when it answered.
+    #[serde(default)]
+    pub server_version: Option<String>,
     /// Every probe cell behind the choice (context, threads, batch).
     pub evidence: Vec<String>,
 }

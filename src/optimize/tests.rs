@@ -82,7 +82,7 @@ fn search(
     )
 }
 
-fn fig(f: impl Fn(&ProbeOptions, u32) -> f64 + 'static) -> Figure {
+fn fig(f: impl Fn(&LoadOptions, u32) -> f64 + 'static) -> Figure {
     Box::new(f)
 }
 
@@ -136,7 +136,7 @@ fn probe_spec_uses_the_nearest_row_and_caps_the_fill() {
     );
     // Below the smallest row: the smallest row's gates and fill, fill capped to ctx − predict.
     let s = plan.spec_for(
-        &ProbeOptions {
+        &LoadOptions {
             num_ctx: 4096,
             num_thread: 1,
             num_batch: 64,
@@ -150,7 +150,7 @@ fn probe_spec_uses_the_nearest_row_and_caps_the_fill() {
     assert!(!s.optional);
     // Between rows: the largest row at or below; a repeat gets _r2.
     let s = plan.spec_for(
-        &ProbeOptions {
+        &LoadOptions {
             num_ctx: 12288,
             num_thread: 2,
             num_batch: 512,
@@ -163,7 +163,7 @@ fn probe_spec_uses_the_nearest_row_and_caps_the_fill() {
         (6000, 90.0, "maximum analysis")
     );
     let s = plan.spec_for(
-        &ProbeOptions {
+        &LoadOptions {
             num_ctx: 20480,
             num_thread: 2,
             num_batch: 512,
@@ -666,7 +666,7 @@ fn resumes_from_probe_results_on_disk() {
 /// What a search found, without floating-point figures: recommendation, boundary evidence,
 /// threads, batch.
 type Answer = (
-    Option<(String, ProbeOptions)>,
+    Option<(String, LoadOptions)>,
     Vec<(u32, Vec<Verdict>, Vec<String>)>,
     Option<u32>,
     Option<u32>,
