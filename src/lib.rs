@@ -21,6 +21,7 @@ pub mod matrix;
 pub mod measure;
 pub mod monitor;
 pub mod optimize;
+pub mod output;
 pub mod report;
 pub mod results;
 pub mod runner;

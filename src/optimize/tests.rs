@@ -920,7 +920,7 @@ fn presets_parse_back() {
             )
         );
         assert_eq!(back.model, r.model);
-        assert_eq!(back.verdict, "PASS");
+        assert_eq!(back.verdict, Verdict::Pass);
         let ttft = back.measured.ttft_s.as_ref().unwrap();
         assert!(ttft.ci_low.unwrap() <= ttft.mean && ttft.mean <= ttft.ci_high.unwrap());
         assert_eq!(ttft.confidence_level, 0.95);
@@ -953,6 +953,72 @@ fn presets_parse_back() {
 }
 
 #[test]
+fn presets_say_what_their_figures_mean() {
+    let records = fixture_records();
+    let smol = records.iter().find(|r| r.name == "smollm2_135m").unwrap();
+    let rec = smol.recommended.as_ref().unwrap();
+    let p = outputs::preset(smol).unwrap();
+    let text = outputs::render_preset(&p);
+    // The date stays a string for YAML 1.1 loaders too.
+    assert!(
+        text.lines().any(|l| l == "date: '2026-05-01T10:20:00Z'"),
+        "{text}"
+    );
+    // Which gates the verdict refers to, and their limits.
+    let gates = p.gates.as_ref().unwrap();
+    assert_eq!(Some(gates), rec.gates.as_ref());
+    assert_eq!((gates.ttft_max_s, gates.tok_s_min), (45.0, 10.0));
+    assert!(p.gates_rule.contains("ttft_max_s") && p.gates_rule.contains("ram_max_pct"));
+    // The stability scale, the fill, the evidence cell, the server and its version.
+    assert!(p.measured.stability_scale.starts_with("0 to 1"));
+    assert!(
+        p.measured
+            .stability_scale
+            .contains(crate::stability::FORMULA)
+    );
+    assert_eq!(p.measured.fill_tokens, 3072);
+    assert_eq!(p.evidence_cell, rec.test_name);
+    assert_eq!(
+        p.evidence_file,
+        format!("cells/{}", results::cell_file_name(&rec.test_name))
+    );
+    assert_eq!(p.server.url, "http://127.0.0.1:11435");
+    assert_eq!(p.server.version.as_deref(), Some(super::sim::SIM_VERSION));
+    let v: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(v["gates"]["stability_min"].as_f64(), Some(0.5));
+    assert_eq!(
+        v["server"]["version"].as_str(),
+        Some(super::sim::SIM_VERSION)
+    );
+    // Credentials in the server address are not written.
+    let mut secret = smol.clone();
+    secret.server = "http://admin:hunter2@10.0.0.5:11434".into();
+    let text = outputs::render_preset(&outputs::preset(&secret).unwrap());
+    assert!(
+        text.contains("url: http://10.0.0.5:11434") && !text.contains("hunter2"),
+        "{text}"
+    );
+    // A FAIL above the boundary is a typed verdict.
+    let gemma = records.iter().find(|r| r.name == "gemma3_270m").unwrap();
+    let p = outputs::preset(gemma).unwrap();
+    assert_eq!(p.context.smallest_fail_verdict, Some(Verdict::Fail));
+}
+
+#[test]
+fn recommendations_name_each_host_once() {
+    let mut records = fixture_records();
+    // Hosts a, b, a in name order: the second `a` is not next to the first.
+    for (r, cpu) in records.iter_mut().zip(["cpu a", "cpu b", "cpu a"]) {
+        r.host.cpu_model = cpu.into();
+    }
+    let md = outputs::render_recommendations(&records);
+    assert!(
+        md.contains(" on cpu a (4 logical CPUs), cpu b (4 logical CPUs). "),
+        "{md}"
+    );
+}
+
+#[test]
 fn continue_config_parses_back() {
     let records = fixture_records();
     let text = outputs::render_continue(&records);
@@ -964,7 +1030,7 @@ fn continue_config_parses_back() {
         .find(|m| m.model == "smollm2:135m")
         .unwrap();
     assert_eq!(smol.provider, "ollama");
-    assert_eq!(smol.roles, ["chat", "edit", "apply", "autocomplete"]);
+    assert_eq!(smol.roles, ["chat", "edit", "apply"]);
     assert_eq!(smol.default_completion_options.context_length, 8192);
     let gemma = back
         .models
@@ -980,13 +1046,106 @@ fn continue_config_parses_back() {
     );
     assert_eq!(v["name"].as_str(), Some("o3-suite recommendations"));
     let names: Vec<&str> = back.models.iter().map(|m| m.name.as_str()).collect();
-    let mut dedup = names.clone();
-    dedup.dedup();
-    assert_eq!(names, dedup, "names are unique");
+    let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "names are unique: {names:?}");
+}
+
+#[test]
+fn continue_config_talks_to_the_server_measured() {
+    // The fixtures were measured at the reference server (11435), not Ollama's default.
+    let mut records = fixture_records();
+    let cfg = outputs::continue_config(&records);
+    assert!(
+        cfg.models
+            .iter()
+            .all(|m| m.api_base.as_deref() == Some("http://127.0.0.1:11435/")),
+        "{cfg:#?}"
+    );
+    let text = outputs::render_continue(&records);
+    let v: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(
+        v["models"][0]["apiBase"].as_str(),
+        Some("http://127.0.0.1:11435/")
+    );
+    // At Ollama's default address Continue needs no apiBase.
+    for r in &mut records {
+        r.server = "http://localhost:11434".into();
+    }
+    let text = outputs::render_continue(&records);
+    let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(!body.iter().any(|l| l.contains("apiBase")), "{text}");
+    assert!(
+        outputs::continue_config(&records)
+            .models
+            .iter()
+            .all(|m| m.api_base.is_none())
+    );
+    // Credentials never reach the file.
+    for r in &mut records {
+        r.server = "https://user:s3cret@gpu-box.lan:8443/ollama".into();
+    }
+    let text = outputs::render_continue(&records);
+    assert!(
+        text.contains("apiBase: https://gpu-box.lan:8443/ollama/") && !text.contains("s3cret"),
+        "{text}"
+    );
+}
+
+#[test]
+fn continue_config_header_names_the_clients_num_ctx_reaches() {
+    let text = outputs::render_continue(&fixture_records());
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(header.contains("VS Code extension"), "{header}");
+    assert!(header.contains("`cn` CLI"), "{header}");
+    assert!(
+        header.contains("smollm2:135m: ollama create smollm2-135m-8k -f smollm2_135m_8k.Modelfile"),
+        "{header}"
+    );
+}
+
+#[test]
+fn no_model_gets_the_autocomplete_role() {
+    let mut all: Vec<String> = USE_CASES_ALL.iter().map(|s| s.to_string()).collect();
+    all.push("autocomplete".into());
+    assert!(!outputs::roles_for(&all).contains(&"autocomplete".to_string()));
+    let text = outputs::render_continue(&fixture_records());
+    assert!(
+        !text
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains("autocomplete")),
+        "{text}"
+    );
+}
+
+const USE_CASES_ALL: [&str; 6] = [
+    "basic code tasks",
+    "complex refactoring",
+    "maximum analysis",
+    "RAG integration",
+    "chat assistance",
+    "code completion",
+];
+
+#[rstest]
+#[case("http://127.0.0.1:11434", "http://127.0.0.1:11434", true)]
+#[case("http://localhost:11434/", "http://localhost:11434/", true)]
+#[case("localhost:11434", "localhost:11434", true)]
+#[case("http://me:pw@127.0.0.1:11434", "http://127.0.0.1:11434", true)]
+#[case("http://127.0.0.1:11435", "http://127.0.0.1:11435", false)]
+#[case("https://localhost:11434", "https://localhost:11434", false)]
+#[case("http://box:11434", "http://box:11434", false)]
+#[case("http://a:b@host:1/p?q=x@y", "http://host:1/p?q=x@y", false)]
+fn server_addresses(#[case] url: &str, #[case] public: &str, #[case] default: bool) {
+    assert_eq!(outputs::without_credentials(url), public);
+    assert_eq!(outputs::is_default_ollama(url), default);
 }
 
 #[rstest]
-#[case(&["basic code tasks"], &["chat", "edit", "apply", "autocomplete"])]
+#[case(&["basic code tasks"], &["chat", "edit", "apply"])]
 #[case(&["chat assistance"], &["chat", "edit"])]
 #[case(&["maximum analysis", "RAG integration"], &["chat"])]
 #[case(&["Complex Refactoring ", "chat assistance"], &["chat", "edit", "apply"])]
@@ -1039,8 +1198,8 @@ fn build_writes_every_output_from_the_records() {
         rel,
         [
             "integration_configs/gemma3_270m_16k.yaml",
-            "integration_configs/gemma3_270m_16k.Modelfile",
             "integration_configs/smollm2_135m_8k.yaml",
+            "integration_configs/gemma3_270m_16k.Modelfile",
             "integration_configs/smollm2_135m_8k.Modelfile",
             "integration_configs/continue-config.yaml",
             "use_case_recommendations.md",
@@ -1073,9 +1232,14 @@ fn check_golden(name: &str, actual: &str) -> Result<(), String> {
 fn outputs_match_goldens() {
     let records = fixture_records();
     let mut failures = Vec::new();
-    for (rel, content) in outputs::render_all(&records) {
-        let name = rel.rsplit('/').next().unwrap().to_string();
-        if let Err(e) = check_golden(&name, &content) {
+    for file in outputs::render_all(&records) {
+        let name = file
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if let Err(e) = check_golden(&name, &file.content) {
             failures.push(e);
         }
     }
