@@ -16,6 +16,8 @@ STAMP="$DIR/.installed"
 if [[ ! -f "$STAMP" ]]; then
   command -v node >/dev/null || { echo "[node-tools] node not found (Node >= 20 needed)" >&2; exit 1; }
   command -v npm >/dev/null || { echo "[node-tools] npm not found" >&2; exit 1; }
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
+    { echo "[node-tools] Node $(node --version) is too old (>= 20 needed)" >&2; exit 1; }
   echo "[node-tools] installing $PKG@$VERSION into $DIR" >&2
   mkdir -p "$DIR"
   if [[ ! -f "$DIR/package.json" ]]; then

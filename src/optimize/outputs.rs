@@ -25,8 +25,8 @@ pub use self::continue_config::{
     render_continue, roles_for,
 };
 pub use self::preset::{
-    Interval, Modelfiles, Preset, PresetContext, PresetFigures, PresetFiles, PresetServer, preset,
-    preset_stem, render_modelfile, render_preset,
+    GATES_RULE, Interval, Modelfiles, Preset, PresetContext, PresetFigures, PresetFiles,
+    PresetServer, preset, preset_stem, render_modelfile, render_preset,
 };
 pub use self::recommendations::{Recommendations, USE_CASES, render_recommendations};
 use super::record::{SearchRecord, read_records};
