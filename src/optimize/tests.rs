@@ -775,81 +775,93 @@ fn fixture_records() -> Vec<SearchRecord> {
     r
 }
 
+/// Matrix rows of one model: (context, fill, TTFT gate, decode gate, use case) each.
+fn model_rows(
+    name: &str,
+    model: &str,
+    category: &str,
+    rows: &[(u32, u32, f64, f64, &str)],
+) -> Vec<CellSpec> {
+    rows.iter()
+        .map(|&(ctx, fill, ttft, tok, uc)| CellSpec {
+            model: model.into(),
+            category: category.into(),
+            ..row(name, ctx, fill, ttft, tok, uc)
+        })
+        .collect()
+}
+
 /// Searches of three simulated models that the output tests and goldens are built from.
 fn simulated_records() -> Vec<SearchRecord> {
     let mut out = Vec::new();
+    let mut simulate = |rows, cap_tokens, mut sim: SimServer, wall_s, max_probes| {
+        sim.wall_s = wall_s;
+        let plan = ModelPlan::new(rows, cap(cap_tokens), 2);
+        out.push(search(
+            &plan,
+            &cfg(max_probes, &DEFAULT_BATCHES),
+            &mut sim,
+            Vec::new(),
+        ));
+    };
     // smollm2-like: passes up to its trained 8K; 2 threads clearly faster than 1.
-    let s = |ctx, fill, ttft, tok, uc| {
-        let mut r = row("smollm2_135m", ctx, fill, ttft, tok, uc);
-        r.model = "smollm2:135m".into();
-        r.category = "reference".into();
-        r
-    };
-    let plan = ModelPlan::new(
-        vec![
-            s(2048, 1024, 20.0, 20.0, "basic code tasks"),
-            s(4096, 2048, 30.0, 15.0, "basic code tasks"),
-            s(8192, 3072, 45.0, 10.0, "chat assistance"),
-        ],
-        cap(8192),
-        2,
+    simulate(
+        model_rows(
+            "smollm2_135m",
+            "smollm2:135m",
+            "reference",
+            &[
+                (2048, 1024, 20.0, 20.0, "basic code tasks"),
+                (4096, 2048, 30.0, 15.0, "basic code tasks"),
+                (8192, 3072, 45.0, 10.0, "chat assistance"),
+            ],
+        ),
+        8192,
+        SimServer::new(
+            1,
+            fig(|o, f| f as f64 / 900.0 * if o.num_batch < 128 { 1.6 } else { 1.0 }),
+            fig(|o, _| 30.0 + 18.0 * (o.num_thread.min(2) as f64 - 1.0)),
+        ),
+        41.5,
+        12,
     );
-    let mut sim = SimServer::new(
-        1,
-        fig(|o, f| f as f64 / 900.0 * if o.num_batch < 128 { 1.6 } else { 1.0 }),
-        fig(|o, _| 30.0 + 18.0 * (o.num_thread.min(2) as f64 - 1.0)),
-    );
-    sim.wall_s = 41.5;
-    out.push(search(
-        &plan,
-        &cfg(12, &DEFAULT_BATCHES),
-        &mut sim,
-        Vec::new(),
-    ));
     // gemma3-like: TTFT crosses its 45 s gate at 20K; cut short by a 10-probe budget.
-    let g = |ctx, fill, ttft, tok, uc| {
-        let mut r = row("gemma3_270m", ctx, fill, ttft, tok, uc);
-        r.model = "gemma3:270m".into();
-        r.category = "reference".into();
-        r
-    };
-    let plan = ModelPlan::new(
-        vec![
-            g(8192, 2048, 30.0, 15.0, "RAG integration"),
-            g(16384, 3072, 45.0, 15.0, "RAG integration"),
-            g(32768, 4096, 60.0, 10.0, "complex refactoring"),
-        ],
-        cap(32768),
-        2,
+    simulate(
+        model_rows(
+            "gemma3_270m",
+            "gemma3:270m",
+            "reference",
+            &[
+                (8192, 2048, 30.0, 15.0, "RAG integration"),
+                (16384, 3072, 45.0, 15.0, "RAG integration"),
+                (32768, 4096, 60.0, 10.0, "complex refactoring"),
+            ],
+        ),
+        32768,
+        SimServer::new(
+            2,
+            fig(|o, _| 2.4 * o.num_ctx as f64 / 1024.0 - 2.0),
+            fig(|_, _| 22.0),
+        ),
+        63.0,
+        10,
     );
-    let mut sim = SimServer::new(
-        2,
-        fig(|o, _| 2.4 * o.num_ctx as f64 / 1024.0 - 2.0),
-        fig(|_, _| 22.0),
-    );
-    sim.wall_s = 63.0;
-    out.push(search(
-        &plan,
-        &cfg(10, &DEFAULT_BATCHES),
-        &mut sim,
-        Vec::new(),
-    ));
     // qwen-like: too slow everywhere.
-    let q = |ctx| {
-        let mut r = row("qwen25_3b", ctx, 1024, 30.0, 1.0, "basic code tasks");
-        r.model = "qwen2.5:3b-instruct".into();
-        r.category = "small".into();
-        r
-    };
-    let plan = ModelPlan::new(vec![q(32768), q(65536)], cap(32768), 2);
-    let mut sim = SimServer::new(3, fig(|_, _| 48.0), fig(|_, _| 3.0));
-    sim.wall_s = 120.0;
-    out.push(search(
-        &plan,
-        &cfg(12, &DEFAULT_BATCHES),
-        &mut sim,
-        Vec::new(),
-    ));
+    simulate(
+        model_rows(
+            "qwen25_3b",
+            "qwen2.5:3b-instruct",
+            "small",
+            &[
+                (32768, 1024, 30.0, 1.0, "basic code tasks"),
+                (65536, 1024, 30.0, 1.0, "basic code tasks"),
+            ],
+        ),
+        32768,
+        SimServer::new(3, fig(|_, _| 48.0), fig(|_, _| 3.0)),
+        120.0,
+        12,
+    );
     for r in &mut out {
         r.started_at = "2026-05-01T10:00:00Z".into();
         r.finished_at = "2026-05-01T10:20:00Z".into();
