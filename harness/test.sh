@@ -21,6 +21,7 @@ eval "export $(bash harness/refserver.sh env)"
 export O3_MATRIX="${O3_MATRIX:-harness/reference.csv}"
 export O3_REQUIRE_SERVER=1
 export O3_REQUIRE_BACKEND=1
+O3_NODE_TOOLS=$(bash harness/setup-node-tools.sh); export O3_NODE_TOOLS  # Continue's schema package (tests/continue_config.rs)
 # The optimizer's live test searches the two small models within a few minutes.
 export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-6}"
 export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-300}"

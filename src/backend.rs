@@ -247,7 +247,7 @@ struct ChatMessage {
 }
 
 /// The load-time options every request of a cell carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub struct LoadOptions {
     /// `num_ctx`.
     pub num_ctx: u32,

@@ -25,6 +25,7 @@ pub mod measure;
 pub mod monitor;
 pub mod optimize;
 pub mod preflight;
+pub mod output;
 pub mod report;
 pub mod results;
 pub mod rundir;

@@ -72,6 +72,12 @@ impl RunDir {
         RunDir { root: root.into() }
     }
 
+    /// The layout relative to the run directory itself: its paths are the ones to write into
+    /// files that point at other files of the run (`cells/m__ctx_8k.json`).
+    pub fn relative() -> RunDir {
+        RunDir::at(PathBuf::new())
+    }
+
     /// Creates `<results_dir>/<run_id>/cells/` and points `<results_dir>/latest` at the run.
     pub fn create(results_dir: &Path, run_id: &str) -> std::io::Result<RunDir> {
         let dir = RunDir::at(results_dir.join(run_id));

@@ -60,6 +60,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::LoadOptions;
 use crate::config::ConfigError;
 use crate::matrix::ctx_label;
 use crate::results::{CellResult, CellSpec};
@@ -170,36 +171,32 @@ impl OptConfig {
     }
 }
 
-/// The load-time options a probe changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ProbeOptions {
-    /// `num_ctx` (tokens).
-    pub num_ctx: u32,
-    /// `num_thread`.
-    pub num_thread: u32,
-    /// `num_batch`.
-    pub num_batch: u32,
+/// Label of a probe's options in its test name: `ctx_12k_t2_b512`.
+pub fn probe_label(opts: &LoadOptions) -> String {
+    format!(
+        "{}_t{}_b{}",
+        ctx_label(opts.num_ctx),
+        opts.num_thread,
+        opts.num_batch
+    )
 }
 
-impl ProbeOptions {
-    /// Label used in probe test names: `ctx_12k_t2_b512`.
-    pub fn label(&self) -> String {
-        format!(
-            "{}_t{}_b{}",
-            ctx_label(self.num_ctx),
-            self.num_thread,
-            self.num_batch
-        )
+/// The load-time options of a cell.
+pub fn options_of(spec: &CellSpec) -> LoadOptions {
+    LoadOptions {
+        num_ctx: spec.num_ctx,
+        num_batch: spec.num_batch,
+        num_thread: spec.num_thread,
     }
 }
 
 /// Test name of a probe: `<name>::opt::ctx_12k_t2_b512`, with `_r<run>` from the second run of
 /// the same options on.
-pub fn probe_test_name(name: &str, opts: &ProbeOptions, run: u32) -> String {
+pub fn probe_test_name(name: &str, opts: &LoadOptions, run: u32) -> String {
     if run <= 1 {
-        format!("{name}::opt::{}", opts.label())
+        format!("{name}::opt::{}", probe_label(opts))
     } else {
-        format!("{name}::opt::{}_r{run}", opts.label())
+        format!("{name}::opt::{}_r{run}", probe_label(opts))
     }
 }
 

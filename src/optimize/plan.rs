@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{OptConfig, ProbeOptions, probe_test_name};
+use super::{LoadOptions, OptConfig, probe_test_name};
 use crate::results::CellSpec;
 
 /// One model slug of the matrix and everything its search needs.
@@ -260,9 +260,9 @@ impl ModelPlan {
     }
 
     /// The options the matrix row of `num_ctx` would use.
-    pub fn row_options(&self, num_ctx: u32) -> ProbeOptions {
+    pub fn row_options(&self, num_ctx: u32) -> LoadOptions {
         let r = self.row_for(num_ctx);
-        ProbeOptions {
+        LoadOptions {
             num_ctx,
             num_thread: r.num_thread,
             num_batch: r.num_batch,
@@ -271,7 +271,7 @@ impl ModelPlan {
 
     /// The cell of a probe: the nearest row with the probe's options, its fill capped so that
     /// fill + `num_predict` ≤ `num_ctx`, named by [`probe_test_name`].
-    pub fn spec_for(&self, opts: &ProbeOptions, run: u32) -> CellSpec {
+    pub fn spec_for(&self, opts: &LoadOptions, run: u32) -> CellSpec {
         let row = self.row_for(opts.num_ctx);
         let room = opts.num_ctx.saturating_sub(row.num_predict).max(1);
         CellSpec {

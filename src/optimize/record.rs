@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::ContextCap;
-use super::{OptConfig, Phase, ProbeOptions};
-use crate::results::{CellResult, Verdict};
+use super::{LoadOptions, OptConfig, Phase, options_of};
+use crate::results::{CellResult, Gates, Verdict};
 use crate::rundir::{RunDir, StoreError, load_json_dir, save_json};
 use crate::stats::Summary;
 
@@ -29,11 +29,17 @@ pub struct ProbeRecord {
     /// Search part.
     pub phase: Phase,
     /// Options probed.
-    pub options: ProbeOptions,
+    pub options: LoadOptions,
     /// Run of these options (1, 2, 3).
     pub run: u32,
     /// Prompt tokens filled.
     pub fill_tokens: u32,
+    /// The gates the cell was judged against (absent in records written before they were kept).
+    #[serde(default)]
+    pub gates: Option<Gates>,
+    /// `/api/version` of the server that ran the cell, when it answered.
+    #[serde(default)]
+    pub server_version: Option<String>,
     /// Why the search probed this.
     pub why: String,
     /// The cell's verdict.
@@ -58,6 +64,19 @@ pub struct ProbeRecord {
     pub resumed: bool,
 }
 
+// Every field of a cell result the optimizer reads is read in this block.
+
+/// Whether a cell result on disk measured nothing (SKIPPED: the server was away), so the search
+/// probes it again rather than resuming from it.
+pub(crate) fn measured_nothing(r: &CellResult) -> bool {
+    r.verdict() == Verdict::Skipped
+}
+
+/// Why a cell could not run, from its result.
+pub(crate) fn why_not_run(r: &CellResult) -> String {
+    r.judgement.reasons().join("; ")
+}
+
 impl ProbeRecord {
     /// The probe record of a cell result.
     pub fn from_result(
@@ -70,13 +89,11 @@ impl ProbeRecord {
         ProbeRecord {
             test_name: r.cell.test_name.clone(),
             phase,
-            options: ProbeOptions {
-                num_ctx: r.cell.num_ctx,
-                num_thread: r.cell.num_thread,
-                num_batch: r.cell.num_batch,
-            },
+            options: options_of(&r.cell),
             run,
             fill_tokens: r.cell.fill_tokens,
+            gates: Some(r.cell.gates.clone()),
+            server_version: r.metadata.server_version.clone(),
             why,
             verdict: r.verdict(),
             reasons: r.judgement.reasons(),
@@ -187,7 +204,7 @@ pub struct Recommendation {
     /// The matrix cell with the same slug and context (`<name>::ctx_<K>k`), when there is one.
     pub matrix_test_name: Option<String>,
     /// Options.
-    pub options: ProbeOptions,
+    pub options: LoadOptions,
     /// Prompt tokens filled in the probe.
     pub fill_tokens: u32,
     /// Verdict of the probe.
@@ -198,6 +215,12 @@ pub struct Recommendation {
     pub decode_tps: Option<Summary>,
     /// Stability score.
     pub stability: f64,
+    /// The gates the probe was judged against (absent in records written before they were kept).
+    #[serde(default)]
+    pub gates: Option<Gates>,
+    /// `/api/version` of the server that ran the probe, when it answered.
+    #[serde(default)]
+    pub server_version: Option<String>,
     /// Every probe cell behind the choice (context, threads, batch).
     pub evidence: Vec<String>,
 }

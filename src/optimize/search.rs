@@ -7,9 +7,9 @@ use std::time::Instant;
 use super::plan::ModelPlan;
 use super::record::{
     Candidate, ChoiceOutcome, ContextOutcome, Evidence, HostFacts, ProbeRecord,
-    RECORD_FORMAT_VERSION, Recommendation, SearchRecord,
+    RECORD_FORMAT_VERSION, Recommendation, SearchRecord, measured_nothing, why_not_run,
 };
-use super::{ALPHA, MAX_REPEATS, OptConfig, Phase, ProbeOptions, Prober, optimize_test_name};
+use super::{ALPHA, LoadOptions, MAX_REPEATS, OptConfig, Phase, Prober, optimize_test_name};
 use crate::matrix;
 use crate::results::{CellResult, HARNESS_VERSION, Verdict};
 use crate::stats::{mean, welch};
@@ -102,7 +102,7 @@ struct Engine<'a> {
 
 impl Engine<'_> {
     /// Verdicts of the runs of `opts` so far, in run order.
-    fn runs(&self, opts: &ProbeOptions) -> Vec<Verdict> {
+    fn runs(&self, opts: &LoadOptions) -> Vec<Verdict> {
         let mut r: Vec<(u32, Verdict)> = self
             .probes
             .iter()
@@ -114,7 +114,7 @@ impl Engine<'_> {
     }
 
     /// Runs (or reads back) run `run` of `opts`.
-    fn probe(&mut self, opts: ProbeOptions, run: u32, phase: Phase, why: &str) -> Result<(), Stop> {
+    fn probe(&mut self, opts: LoadOptions, run: u32, phase: Phase, why: &str) -> Result<(), Stop> {
         let spec = self.plan.spec_for(&opts, run);
         if self.probes.iter().any(|p| p.test_name == spec.test_name) {
             return Ok(());
@@ -140,7 +140,7 @@ impl Engine<'_> {
                     return Err(Stop::CannotRun(format!(
                         "{} could not run: {}",
                         spec.test_name,
-                        r.judgement.reasons().join("; ")
+                        why_not_run(&r)
                     )));
                 }
                 (r, false)
@@ -172,7 +172,7 @@ impl Engine<'_> {
     /// a point still unclear then is MARGINAL.
     fn settle(
         &mut self,
-        opts: ProbeOptions,
+        opts: LoadOptions,
         k: usize,
         max_runs: u32,
         phase: Phase,
@@ -198,7 +198,7 @@ impl Engine<'_> {
         }
     }
 
-    fn ctx_opts(&self, num_ctx: u32) -> ProbeOptions {
+    fn ctx_opts(&self, num_ctx: u32) -> LoadOptions {
         self.plan.row_options(num_ctx)
     }
 
@@ -344,18 +344,13 @@ impl Engine<'_> {
         }
     }
 
-    /// Ternary search over `values` (ascending) for the best `metric`, then every value left in
-    /// the final bracket. One run per setting.
-    fn choice(
-        &mut self,
-        phase: Phase,
-        values: &[u32],
-        opts_of: &dyn Fn(u32) -> ProbeOptions,
-        higher_is_better: bool,
-    ) -> Result<(), Stop> {
+    /// Ternary search over `values` (ascending) of `knob` from `base` for the best metric, then
+    /// every value left in the final bracket. One run per setting.
+    fn choice(&mut self, knob: &Knob, base: LoadOptions, values: &[u32]) -> Result<(), Stop> {
         if values.is_empty() {
             return Ok(());
         }
+        let opts_of = |v: u32| (knob.set)(base, v);
         let (mut lo, mut hi) = (0usize, values.len() - 1);
         while hi - lo > 2 {
             let m1 = lo + (hi - lo) / 3;
@@ -364,55 +359,49 @@ impl Engine<'_> {
                 "ternary search over {}..={}: compare {} with {}",
                 values[lo], values[hi], values[m1], values[m2]
             );
-            self.settle(opts_of(values[m1]), 1, 1, phase, &why)?;
-            self.settle(opts_of(values[m2]), 1, 1, phase, &why)?;
-            let a = self.samples(&opts_of(values[m1]), phase);
-            let b = self.samples(&opts_of(values[m2]), phase);
-            match compare(&a, &b, higher_is_better) {
+            self.settle(opts_of(values[m1]), 1, 1, knob.phase, &why)?;
+            self.settle(opts_of(values[m2]), 1, 1, knob.phase, &why)?;
+            let a = self.samples(knob, &opts_of(values[m1]));
+            let b = self.samples(knob, &opts_of(values[m2]));
+            match compare(&a, &b, knob.higher_is_better) {
                 Cmp::FirstBetter | Cmp::Same => hi = m2 - 1,
                 Cmp::SecondBetter => lo = m1 + 1,
             }
         }
         for &v in &values[lo..=hi] {
             let why = format!("final bracket {}..={}", values[lo], values[hi]);
-            self.settle(opts_of(v), 1, 1, phase, &why)?;
+            self.settle(opts_of(v), 1, 1, knob.phase, &why)?;
         }
         Ok(())
     }
 
-    /// Pooled samples of the compared metric over every run of `opts`.
-    fn samples(&self, opts: &ProbeOptions, phase: Phase) -> Vec<f64> {
+    /// Pooled samples of `knob`'s metric over every run of `opts`.
+    fn samples(&self, knob: &Knob, opts: &LoadOptions) -> Vec<f64> {
         self.probes
             .iter()
             .filter(|p| p.options == *opts)
-            .flat_map(|p| match phase {
-                Phase::Batch => p.ttft_samples_s.clone(),
-                _ => p.decode_samples_tps.clone(),
-            })
+            .flat_map(|p| (knob.samples)(p).iter().copied())
             .collect()
     }
 
-    /// The winner among the probed `values`: the smallest passing value not significantly worse
-    /// than the passing value with the best mean.
-    fn choice_outcome(
+    /// Every probed value of `values` as a candidate, with its pooled samples.
+    fn candidates(
         &self,
-        phase: Phase,
+        knob: &Knob,
+        base: LoadOptions,
         values: &[u32],
-        opts_of: &dyn Fn(u32) -> ProbeOptions,
-        higher_is_better: bool,
-        complete: bool,
-    ) -> ChoiceOutcome {
-        let mut candidates: Vec<(Candidate, Vec<f64>)> = Vec::new();
+    ) -> Vec<(Candidate, Vec<f64>)> {
+        let mut out = Vec::new();
         for &v in values {
-            let opts = opts_of(v);
+            let opts = (knob.set)(base, v);
             let runs: Vec<&ProbeRecord> =
                 self.probes.iter().filter(|p| p.options == opts).collect();
             if runs.is_empty() {
                 continue;
             }
             let verdicts: Vec<Verdict> = runs.iter().map(|p| p.verdict).collect();
-            let s = self.samples(&opts, phase);
-            candidates.push((
+            let s = self.samples(knob, &opts);
+            out.push((
                 Candidate {
                     value: v,
                     test_names: runs.iter().map(|p| p.test_name.clone()).collect(),
@@ -424,7 +413,22 @@ impl Engine<'_> {
                 s,
             ));
         }
-        let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
+        out
+    }
+
+    /// The winner among the probed `values`: the smallest passing value not significantly worse
+    /// than the passing value with the best mean.
+    fn choice_outcome(
+        &self,
+        knob: &Knob,
+        base: LoadOptions,
+        values: &[u32],
+        complete: bool,
+    ) -> ChoiceOutcome {
+        let mut candidates = self.candidates(knob, base, values);
+        let better = |a: f64, b: f64| {
+            if knob.higher_is_better { a > b } else { a < b }
+        };
         let best = candidates
             .iter()
             .filter(|(c, _)| c.passed && c.mean.is_some())
@@ -433,14 +437,9 @@ impl Engine<'_> {
                 _ => Some(x),
             })
             .map(|(c, s)| (c.value, c.mean.unwrap_or(0.0), s.clone()));
-        let metric = if higher_is_better {
-            "decode_tps (higher is better)"
-        } else {
-            "ttft_s (lower is better)"
-        };
         let Some((best_v, best_mean, best_s)) = best else {
             return ChoiceOutcome {
-                metric: metric.into(),
+                metric: knob.metric.into(),
                 chosen: None,
                 best_mean: None,
                 candidates: candidates.into_iter().map(|(c, _)| c).collect(),
@@ -453,57 +452,267 @@ impl Engine<'_> {
                 c.p_vs_best = welch(s, &best_s).map(|w| w.p_value);
             }
         }
-        let what = match phase {
-            Phase::Batch => "batch",
-            _ => "thread count",
-        };
+        let candidates: Vec<Candidate> = candidates.into_iter().map(|(c, _)| c).collect();
         let chosen = candidates
             .iter()
-            .filter(|(c, _)| c.passed && c.mean.is_some())
-            .find(|(c, _)| c.value == best_v || c.p_vs_best.is_none_or(|p| p >= ALPHA))
-            .map_or(best_v, |(c, _)| c.value);
-        let why = if chosen == best_v {
-            let others: Vec<String> = candidates
-                .iter()
-                .filter(|(c, _)| c.value < best_v && c.passed)
-                .map(|(c, _)| {
-                    format!(
-                        "{} (p = {})",
-                        c.value,
-                        c.p_vs_best.map_or("n/a".into(), |p| format!("{p:.3}"))
-                    )
-                })
-                .collect();
-            if others.is_empty() {
-                format!(
-                    "{best_v} has the best mean ({best_mean:.2}) and no smaller passing {what} was probed"
-                )
-            } else {
-                format!(
-                    "{best_v} has the best mean ({best_mean:.2}) and every smaller passing {what} is significantly worse (Welch p < {ALPHA}): {}",
-                    others.join(", ")
-                )
-            }
-        } else {
-            let c = candidates
-                .iter()
-                .find(|(c, _)| c.value == chosen)
-                .map(|(c, _)| c);
-            format!(
-                "{best_v} has the best mean ({best_mean:.2}) but {chosen} ({:.2}) is not significantly different (Welch p = {}); the smaller {what} wins the tie",
-                c.and_then(|c| c.mean).unwrap_or(f64::NAN),
-                c.and_then(|c| c.p_vs_best)
-                    .map_or("n/a (too few trials)".into(), |p| format!("{p:.3}"))
-            )
-        };
+            .filter(|c| c.passed && c.mean.is_some())
+            .find(|c| c.value == best_v || c.p_vs_best.is_none_or(|p| p >= ALPHA))
+            .map_or(best_v, |c| c.value);
         ChoiceOutcome {
-            metric: metric.into(),
+            metric: knob.metric.into(),
             chosen: Some(chosen),
             best_mean: Some(best_v),
-            candidates: candidates.into_iter().map(|(c, _)| c).collect(),
-            why,
+            why: why_chosen(knob.what, &candidates, chosen, best_v, best_mean),
+            candidates,
             complete,
         }
+    }
+
+    /// Searches `knob` from `base` over `values` unless `blocked` says why not (an earlier part
+    /// stopped), and judges the candidates — `values` plus `base`'s own value. Returns the
+    /// outcome and the stop that cut this part short, if any.
+    fn tune(
+        &mut self,
+        knob: &Knob,
+        base: LoadOptions,
+        values: Vec<u32>,
+        blocked: Option<String>,
+        notes: &mut Notes,
+    ) -> (ChoiceOutcome, Option<Stop>) {
+        let part = knob.phase.name();
+        let (complete, stop) = match blocked {
+            None => match self.choice(knob, base, &values) {
+                Ok(()) => (true, None),
+                Err(s) => {
+                    notes.stopped(&s, part);
+                    (false, Some(s))
+                }
+            },
+            Some(why) => {
+                notes.skipped(part, &why);
+                (false, None)
+            }
+        };
+        // The row's own value is a candidate too when it lies outside the searched range.
+        let mut candidates = values;
+        let own = (knob.get)(&base);
+        if !candidates.contains(&own) {
+            candidates.push(own);
+            candidates.sort_unstable();
+        }
+        (self.choice_outcome(knob, base, &candidates, complete), stop)
+    }
+
+    /// The context search, with what it could not do noted; returns the stop that cut it short.
+    fn search_context(&mut self, grid: &[u32], notes: &mut Notes) -> Option<Stop> {
+        if grid.is_empty() {
+            notes.not_searched.push(format!(
+                "context: the cap ({} tokens) is below the smallest matrix context ({} tokens): nothing to probe",
+                self.plan.cap.tokens.unwrap_or(0),
+                self.plan.min_ctx()
+            ));
+            return None;
+        }
+        let stop = self.context(grid).err();
+        if let Some(s) = &stop {
+            notes.stopped(s, "context");
+        }
+        stop
+    }
+
+    /// Threads, then batch at the chosen context `ctx`, and the recommendation.
+    fn tune_at(
+        &mut self,
+        ctx: u32,
+        ctx_stop: Option<Stop>,
+        context: &ContextOutcome,
+        notes: &mut Notes,
+    ) -> (ChoiceOutcome, ChoiceOutcome, Option<Recommendation>) {
+        let row = self.plan.row_options(ctx);
+        let (threads, t_stop) = self.tune(
+            &THREADS,
+            row,
+            (1..=self.plan.max_threads).collect(),
+            ctx_stop
+                .as_ref()
+                .map(|_| "the context search was cut short".to_string()),
+            notes,
+        );
+        let stop = ctx_stop.or(t_stop);
+        let base = (THREADS.set)(row, threads.chosen.unwrap_or(row.num_thread));
+        let (batch, _) = self.tune(
+            &BATCH,
+            base,
+            self.plan.batches(self.cfg, ctx),
+            stop.as_ref().map(|s| s.text().to_string()),
+            notes,
+        );
+        let best = (BATCH.set)(base, batch.chosen.unwrap_or(base.num_batch));
+        let recommended = self.recommend(ctx, best, row, context, &threads, &batch);
+        (threads, batch, recommended)
+    }
+
+    /// The recommendation: the first passing run of `best`, else of the confirmed context probe
+    /// `row`, with every probe behind the choice as evidence.
+    fn recommend(
+        &self,
+        ctx: u32,
+        best: LoadOptions,
+        row: LoadOptions,
+        context: &ContextOutcome,
+        threads: &ChoiceOutcome,
+        batch: &ChoiceOutcome,
+    ) -> Option<Recommendation> {
+        let first_pass = |opts: LoadOptions| {
+            self.probes
+                .iter()
+                .filter(|p| p.options == opts && p.verdict == Verdict::Pass)
+                .min_by_key(|p| p.run)
+        };
+        let p = first_pass(best).or_else(|| first_pass(row))?;
+        let mut evidence: Vec<String> = Vec::new();
+        let mut add = |names: &[String]| {
+            for n in names {
+                if !evidence.contains(n) {
+                    evidence.push(n.clone());
+                }
+            }
+        };
+        if let Some(ev) = &context.largest_pass {
+            add(&ev.test_names);
+        }
+        if let Some(ev) = &context.smallest_fail {
+            add(&ev.test_names);
+        }
+        for c in threads.candidates.iter().chain(&batch.candidates) {
+            if Some(c.value) == threads.chosen || Some(c.value) == batch.chosen {
+                add(&c.test_names);
+            }
+        }
+        add(std::slice::from_ref(&p.test_name));
+        Some(Recommendation {
+            test_name: p.test_name.clone(),
+            matrix_test_name: self
+                .plan
+                .rows
+                .iter()
+                .find(|r| r.num_ctx == ctx)
+                .map(|r| matrix::test_name(&r.name, ctx)),
+            options: p.options,
+            fill_tokens: p.fill_tokens,
+            verdict: p.verdict,
+            ttft_s: p.ttft_s.clone(),
+            decode_tps: p.decode_tps.clone(),
+            stability: p.stability,
+            gates: p.gates.clone(),
+            server_version: p.server_version.clone(),
+            evidence,
+        })
+    }
+}
+
+/// Why `chosen` won among `candidates` (`best_v` has the best mean, `best_mean`).
+fn why_chosen(
+    what: &str,
+    candidates: &[Candidate],
+    chosen: u32,
+    best_v: u32,
+    best_mean: f64,
+) -> String {
+    if chosen == best_v {
+        let others: Vec<String> = candidates
+            .iter()
+            .filter(|c| c.value < best_v && c.passed)
+            .map(|c| {
+                format!(
+                    "{} (p = {})",
+                    c.value,
+                    c.p_vs_best.map_or("n/a".into(), |p| format!("{p:.3}"))
+                )
+            })
+            .collect();
+        if others.is_empty() {
+            format!(
+                "{best_v} has the best mean ({best_mean:.2}) and no smaller passing {what} was probed"
+            )
+        } else {
+            format!(
+                "{best_v} has the best mean ({best_mean:.2}) and every smaller passing {what} is significantly worse (Welch p < {ALPHA}): {}",
+                others.join(", ")
+            )
+        }
+    } else {
+        let c = candidates.iter().find(|c| c.value == chosen);
+        format!(
+            "{best_v} has the best mean ({best_mean:.2}) but {chosen} ({:.2}) is not significantly different (Welch p = {}); the smaller {what} wins the tie",
+            c.and_then(|c| c.mean).unwrap_or(f64::NAN),
+            c.and_then(|c| c.p_vs_best)
+                .map_or("n/a (too few trials)".into(), |p| format!("{p:.3}"))
+        )
+    }
+}
+
+/// A load option searched after the context, for its best figure.
+struct Knob {
+    /// Search part.
+    phase: Phase,
+    /// What a value is called in the why texts.
+    what: &'static str,
+    /// [`ChoiceOutcome::metric`].
+    metric: &'static str,
+    /// Whether a higher metric is better.
+    higher_is_better: bool,
+    /// The option's value.
+    get: fn(&LoadOptions) -> u32,
+    /// The options with the value changed.
+    set: fn(LoadOptions, u32) -> LoadOptions,
+    /// The per-trial metric of a probe.
+    samples: fn(&ProbeRecord) -> &[f64],
+}
+
+/// `num_thread` for the highest client decode rate.
+const THREADS: Knob = Knob {
+    phase: Phase::Threads,
+    what: "thread count",
+    metric: "decode_tps (higher is better)",
+    higher_is_better: true,
+    get: |o| o.num_thread,
+    set: |o, v| LoadOptions { num_thread: v, ..o },
+    samples: |p| &p.decode_samples_tps,
+};
+
+/// `num_batch` for the lowest TTFT.
+const BATCH: Knob = Knob {
+    phase: Phase::Batch,
+    what: "batch",
+    metric: "ttft_s (lower is better)",
+    higher_is_better: false,
+    get: |o| o.num_batch,
+    set: |o, v| LoadOptions { num_batch: v, ..o },
+    samples: |p| &p.ttft_samples_s,
+};
+
+/// What a search did not do, and why it stopped early.
+#[derive(Debug, Default)]
+struct Notes {
+    not_searched: Vec<String>,
+    stopped: Option<String>,
+}
+
+impl Notes {
+    /// `part` was cut short by `stop`.
+    fn stopped(&mut self, stop: &Stop, part: &str) {
+        if let Stop::CannotRun(s) = stop {
+            self.stopped = Some(s.clone());
+        }
+        self.not_searched
+            .push(format!("{part}: stopped, {}", stop.text()));
+    }
+
+    /// `part` did not run, because of `why`.
+    fn skipped(&mut self, part: &str, why: &str) {
+        self.not_searched
+            .push(format!("{part}: not searched ({why})"));
     }
 }
 
@@ -537,25 +746,12 @@ pub(super) fn compare(a: &[f64], b: &[f64], higher_is_better: bool) -> Cmp {
 /// `started_at` and `finished_at` are left empty for the caller to stamp.
 pub fn run_search(input: SearchInput<'_>, prober: &mut dyn Prober) -> SearchRecord {
     let started = Instant::now();
-    let plan = input.plan;
-    let cfg = input.cfg;
-    let prefix = format!("{}::opt::", plan.name);
-    let existing: HashMap<String, CellResult> = input
-        .existing
-        .into_iter()
-        // A SKIPPED result (the server was away) measured nothing: probe it again.
-        .filter(|r| {
-            r.cell.test_name.starts_with(&prefix)
-                && r.cell.model == plan.model
-                && r.verdict() != Verdict::Skipped
-        })
-        .map(|r| (r.cell.test_name.clone(), r))
-        .collect();
+    let (plan, cfg) = (input.plan, input.cfg);
     let mut e = Engine {
         plan,
         cfg,
         prober,
-        existing,
+        existing: resumable(plan, input.existing),
         probes: Vec::new(),
         spent_s: 0.0,
         new: 0,
@@ -563,8 +759,6 @@ pub fn run_search(input: SearchInput<'_>, prober: &mut dyn Prober) -> SearchReco
         tag: optimize_test_name(&plan.name),
     };
     let grid = plan.grid(cfg.grid_tokens);
-    let mut not_searched: Vec<String> = Vec::new();
-    let mut stopped = None;
     eprintln!(
         "[{}] context grid {:?} (cap {}), threads 1..={}, batches {:?}, at most {} probes / {:.0} s",
         e.tag,
@@ -575,157 +769,28 @@ pub fn run_search(input: SearchInput<'_>, prober: &mut dyn Prober) -> SearchReco
         cfg.max_probes,
         cfg.budget_s
     );
-
-    let note_stop =
-        |stop: &Stop, part: &str, not_searched: &mut Vec<String>, stopped: &mut Option<String>| {
-            if let Stop::CannotRun(s) = stop {
-                *stopped = Some(s.clone());
-            }
-            not_searched.push(format!("{part}: stopped, {}", stop.text()));
-        };
+    let mut notes = Notes::default();
 
     // 1. Context.
-    let ctx_result = if grid.is_empty() {
-        not_searched.push(format!(
-            "context: the cap ({} tokens) is below the smallest matrix context ({} tokens): nothing to probe",
-            plan.cap.tokens.unwrap_or(0),
-            plan.min_ctx()
-        ));
-        Err(None)
-    } else {
-        e.context(&grid).map_err(Some)
-    };
-    let ctx_stop = ctx_result.err().flatten();
-    if let Some(s) = &ctx_stop {
-        note_stop(s, "context", &mut not_searched, &mut stopped);
-    }
+    let ctx_stop = e.search_context(&grid, &mut notes);
     let context = e.context_outcome(&grid, ctx_stop.is_none() && !grid.is_empty());
-    let chosen_ctx = context.largest_pass.as_ref().map(|ev| ev.num_ctx);
 
     // 2. Threads and 3. batch, at the chosen context.
-    let mut threads = ChoiceOutcome::default();
-    let mut batch = ChoiceOutcome::default();
-    let mut recommended = None;
-    if let Some(ctx) = chosen_ctx {
-        let row = plan.row_options(ctx);
-        let thread_values: Vec<u32> = (1..=plan.max_threads).collect();
-        let t_opts = move |t: u32| ProbeOptions {
-            num_thread: t,
-            ..row
-        };
-        let mut stop = ctx_stop.clone();
-        let t_complete = if stop.is_none() {
-            match e.choice(Phase::Threads, &thread_values, &t_opts, true) {
-                Ok(()) => true,
-                Err(s) => {
-                    note_stop(&s, "threads", &mut not_searched, &mut stopped);
-                    stop = Some(s);
-                    false
-                }
-            }
-        } else {
-            not_searched.push("threads: not searched (the context search was cut short)".into());
-            false
-        };
-        // The row's own thread count is a candidate too when it lies outside 1..=cores.
-        let mut tv = thread_values.clone();
-        if !tv.contains(&row.num_thread) {
-            tv.push(row.num_thread);
-            tv.sort_unstable();
-        }
-        threads = e.choice_outcome(Phase::Threads, &tv, &t_opts, true, t_complete);
-        let t_star = threads.chosen.unwrap_or(row.num_thread);
-        let base = ProbeOptions {
-            num_thread: t_star,
-            ..row
-        };
-        let batch_values = plan.batches(cfg, ctx);
-        let b_opts = move |b: u32| ProbeOptions {
-            num_batch: b,
-            ..base
-        };
-        let b_complete = if stop.is_none() {
-            match e.choice(Phase::Batch, &batch_values, &b_opts, false) {
-                Ok(()) => true,
-                Err(s) => {
-                    note_stop(&s, "batch", &mut not_searched, &mut stopped);
-                    false
-                }
-            }
-        } else {
-            not_searched.push(format!(
-                "batch: not searched ({})",
-                stop.as_ref().map_or("", |s| s.text())
-            ));
-            false
-        };
-        let mut bv = batch_values.clone();
-        if !bv.contains(&row.num_batch) {
-            bv.push(row.num_batch);
-            bv.sort_unstable();
-        }
-        batch = e.choice_outcome(Phase::Batch, &bv, &b_opts, false, b_complete);
-        let b_star = batch.chosen.unwrap_or(row.num_batch);
-        let best = ProbeOptions {
-            num_batch: b_star,
-            ..base
-        };
-        recommended = e
-            .probes
-            .iter()
-            .filter(|p| p.options == best && p.verdict == Verdict::Pass)
-            .min_by_key(|p| p.run)
-            .or_else(|| {
-                // Fall back to the confirmed context probe itself.
-                e.probes
-                    .iter()
-                    .filter(|p| p.options == row && p.verdict == Verdict::Pass)
-                    .min_by_key(|p| p.run)
-            })
-            .map(|p| {
-                let mut evidence: Vec<String> = Vec::new();
-                let mut add = |names: &[String]| {
-                    for n in names {
-                        if !evidence.contains(n) {
-                            evidence.push(n.clone());
-                        }
-                    }
+    let (threads, batch, recommended) = match context.largest_pass.as_ref().map(|ev| ev.num_ctx) {
+        Some(ctx) => e.tune_at(ctx, ctx_stop, &context, &mut notes),
+        None => {
+            if !grid.is_empty() {
+                let why = if ctx_stop.is_none() {
+                    "no context passed"
+                } else {
+                    "the context search was cut short"
                 };
-                if let Some(ev) = &context.largest_pass {
-                    add(&ev.test_names);
-                }
-                if let Some(ev) = &context.smallest_fail {
-                    add(&ev.test_names);
-                }
-                for c in threads.candidates.iter().chain(&batch.candidates) {
-                    if Some(c.value) == threads.chosen || Some(c.value) == batch.chosen {
-                        add(&c.test_names);
-                    }
-                }
-                add(std::slice::from_ref(&p.test_name));
-                Recommendation {
-                    test_name: p.test_name.clone(),
-                    matrix_test_name: plan
-                        .rows
-                        .iter()
-                        .find(|r| r.num_ctx == ctx)
-                        .map(|r| matrix::test_name(&r.name, ctx)),
-                    options: p.options,
-                    fill_tokens: p.fill_tokens,
-                    verdict: p.verdict,
-                    ttft_s: p.ttft_s.clone(),
-                    decode_tps: p.decode_tps.clone(),
-                    stability: p.stability,
-                    evidence,
-                }
-            });
-    } else if ctx_stop.is_none() && !grid.is_empty() {
-        not_searched.push("threads: not searched (no context passed)".into());
-        not_searched.push("batch: not searched (no context passed)".into());
-    } else if !grid.is_empty() {
-        not_searched.push("threads: not searched (the context search was cut short)".into());
-        not_searched.push("batch: not searched (the context search was cut short)".into());
-    }
+                notes.skipped("threads", why);
+                notes.skipped("batch", why);
+            }
+            (ChoiceOutcome::default(), ChoiceOutcome::default(), None)
+        }
+    };
 
     let first_row = &plan.rows[0];
     let record = SearchRecord {
@@ -748,8 +813,8 @@ pub fn run_search(input: SearchInput<'_>, prober: &mut dyn Prober) -> SearchReco
         threads,
         batch,
         recommended,
-        not_searched,
-        stopped,
+        not_searched: notes.not_searched,
+        stopped: notes.stopped,
         probes_new: e.new,
         probes_resumed: e.resumed,
         probe_wall_s: e.spent_s,
@@ -757,6 +822,21 @@ pub fn run_search(input: SearchInput<'_>, prober: &mut dyn Prober) -> SearchReco
     };
     eprintln!("[{}] {}", e.tag, summary_line(&record));
     record
+}
+
+/// The results on disk a search may resume from: this model's probes that measured something
+/// (a SKIPPED result — the server was away — is probed again), by test name.
+fn resumable(plan: &ModelPlan, existing: Vec<CellResult>) -> HashMap<String, CellResult> {
+    let prefix = format!("{}::opt::", plan.name);
+    existing
+        .into_iter()
+        .filter(|r| {
+            r.cell.test_name.starts_with(&prefix)
+                && r.cell.model == plan.model
+                && !measured_nothing(r)
+        })
+        .map(|r| (r.cell.test_name.clone(), r))
+        .collect()
 }
 
 /// One line that says what a search found.

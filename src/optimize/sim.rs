@@ -4,7 +4,7 @@
 //! a probe depends only on the seed and the probe's test name, so the same probe always gives
 //! the same figures, whatever order the search asks in.
 
-use super::{ProbeOptions, Prober};
+use super::{LoadOptions, Prober, options_of};
 use crate::gates::{self, CellFacts};
 use crate::results::{
     CellResult, CellSpec, CellSummaries, FORMAT_VERSION, HardwareSummary, RunMetadata, StopReason,
@@ -51,8 +51,11 @@ pub fn fnv1a(s: &str) -> u64 {
     })
 }
 
+/// The `/api/version` the simulated server reports.
+pub const SIM_VERSION: &str = "0.0.0-sim";
+
 /// A figure of the model as a function of the options and the fill.
-pub type Figure = Box<dyn Fn(&ProbeOptions, u32) -> f64>;
+pub type Figure = Box<dyn Fn(&LoadOptions, u32) -> f64>;
 
 /// A simulated server.
 pub struct SimServer {
@@ -95,11 +98,7 @@ impl SimServer {
 
     /// The cell result this server gives for `spec`.
     pub fn result(&self, spec: &CellSpec) -> CellResult {
-        let opts = ProbeOptions {
-            num_ctx: spec.num_ctx,
-            num_thread: spec.num_thread,
-            num_batch: spec.num_batch,
-        };
+        let opts = options_of(spec);
         let mut rng = SplitMix64::new(self.seed ^ fnv1a(&spec.test_name));
         let ttft = (self.ttft_s)(&opts, spec.fill_tokens);
         let decode = (self.decode_tps)(&opts, spec.fill_tokens);
@@ -157,6 +156,8 @@ impl SimServer {
             metadata: RunMetadata {
                 run_id: "sim".into(),
                 cpu_model: "simulated CPU".into(),
+                server: "sim://".into(),
+                server_version: Some(SIM_VERSION.into()),
                 ..RunMetadata::default()
             },
             fidelity: Vec::new(),

@@ -85,7 +85,7 @@ fn search(
     )
 }
 
-fn fig(f: impl Fn(&ProbeOptions, u32) -> f64 + 'static) -> Figure {
+fn fig(f: impl Fn(&LoadOptions, u32) -> f64 + 'static) -> Figure {
     Box::new(f)
 }
 
@@ -139,7 +139,7 @@ fn probe_spec_uses_the_nearest_row_and_caps_the_fill() {
     );
     // Below the smallest row: the smallest row's gates and fill, fill capped to ctx − predict.
     let s = plan.spec_for(
-        &ProbeOptions {
+        &LoadOptions {
             num_ctx: 4096,
             num_thread: 1,
             num_batch: 64,
@@ -153,7 +153,7 @@ fn probe_spec_uses_the_nearest_row_and_caps_the_fill() {
     assert!(!s.optional);
     // Between rows: the largest row at or below; a repeat gets _r2.
     let s = plan.spec_for(
-        &ProbeOptions {
+        &LoadOptions {
             num_ctx: 12288,
             num_thread: 2,
             num_batch: 512,
@@ -166,7 +166,7 @@ fn probe_spec_uses_the_nearest_row_and_caps_the_fill() {
         (6000, 90.0, "maximum analysis")
     );
     let s = plan.spec_for(
-        &ProbeOptions {
+        &LoadOptions {
             num_ctx: 20480,
             num_thread: 2,
             num_batch: 512,
@@ -679,7 +679,7 @@ fn resumes_from_probe_results_on_disk() {
 /// What a search found, without floating-point figures: recommendation, boundary evidence,
 /// threads, batch.
 type Answer = (
-    Option<(String, ProbeOptions)>,
+    Option<(String, LoadOptions)>,
     Vec<(u32, Vec<Verdict>, Vec<String>)>,
     Option<u32>,
     Option<u32>,
@@ -787,81 +787,93 @@ fn fixture_records() -> Vec<SearchRecord> {
     r
 }
 
+/// Matrix rows of one model: (context, fill, TTFT gate, decode gate, use case) each.
+fn model_rows(
+    name: &str,
+    model: &str,
+    category: &str,
+    rows: &[(u32, u32, f64, f64, &str)],
+) -> Vec<CellSpec> {
+    rows.iter()
+        .map(|&(ctx, fill, ttft, tok, uc)| CellSpec {
+            model: model.into(),
+            category: category.into(),
+            ..row(name, ctx, fill, ttft, tok, uc)
+        })
+        .collect()
+}
+
 /// Searches of three simulated models that the output tests and goldens are built from.
 fn simulated_records() -> Vec<SearchRecord> {
     let mut out = Vec::new();
+    let mut simulate = |rows, cap_tokens, mut sim: SimServer, wall_s, max_probes| {
+        sim.wall_s = wall_s;
+        let plan = ModelPlan::new(rows, cap(cap_tokens), 2);
+        out.push(search(
+            &plan,
+            &cfg(max_probes, &DEFAULT_BATCHES),
+            &mut sim,
+            Vec::new(),
+        ));
+    };
     // smollm2-like: passes up to its trained 8K; 2 threads clearly faster than 1.
-    let s = |ctx, fill, ttft, tok, uc| {
-        let mut r = row("smollm2_135m", ctx, fill, ttft, tok, uc);
-        r.model = "smollm2:135m".into();
-        r.category = "reference".into();
-        r
-    };
-    let plan = ModelPlan::new(
-        vec![
-            s(2048, 1024, 20.0, 20.0, "basic code tasks"),
-            s(4096, 2048, 30.0, 15.0, "basic code tasks"),
-            s(8192, 3072, 45.0, 10.0, "chat assistance"),
-        ],
-        cap(8192),
-        2,
+    simulate(
+        model_rows(
+            "smollm2_135m",
+            "smollm2:135m",
+            "reference",
+            &[
+                (2048, 1024, 20.0, 20.0, "basic code tasks"),
+                (4096, 2048, 30.0, 15.0, "basic code tasks"),
+                (8192, 3072, 45.0, 10.0, "chat assistance"),
+            ],
+        ),
+        8192,
+        SimServer::new(
+            1,
+            fig(|o, f| f as f64 / 900.0 * if o.num_batch < 128 { 1.6 } else { 1.0 }),
+            fig(|o, _| 30.0 + 18.0 * (o.num_thread.min(2) as f64 - 1.0)),
+        ),
+        41.5,
+        12,
     );
-    let mut sim = SimServer::new(
-        1,
-        fig(|o, f| f as f64 / 900.0 * if o.num_batch < 128 { 1.6 } else { 1.0 }),
-        fig(|o, _| 30.0 + 18.0 * (o.num_thread.min(2) as f64 - 1.0)),
-    );
-    sim.wall_s = 41.5;
-    out.push(search(
-        &plan,
-        &cfg(12, &DEFAULT_BATCHES),
-        &mut sim,
-        Vec::new(),
-    ));
     // gemma3-like: TTFT crosses its 45 s gate at 20K; cut short by a 10-probe budget.
-    let g = |ctx, fill, ttft, tok, uc| {
-        let mut r = row("gemma3_270m", ctx, fill, ttft, tok, uc);
-        r.model = "gemma3:270m".into();
-        r.category = "reference".into();
-        r
-    };
-    let plan = ModelPlan::new(
-        vec![
-            g(8192, 2048, 30.0, 15.0, "RAG integration"),
-            g(16384, 3072, 45.0, 15.0, "RAG integration"),
-            g(32768, 4096, 60.0, 10.0, "complex refactoring"),
-        ],
-        cap(32768),
-        2,
+    simulate(
+        model_rows(
+            "gemma3_270m",
+            "gemma3:270m",
+            "reference",
+            &[
+                (8192, 2048, 30.0, 15.0, "RAG integration"),
+                (16384, 3072, 45.0, 15.0, "RAG integration"),
+                (32768, 4096, 60.0, 10.0, "complex refactoring"),
+            ],
+        ),
+        32768,
+        SimServer::new(
+            2,
+            fig(|o, _| 2.4 * o.num_ctx as f64 / 1024.0 - 2.0),
+            fig(|_, _| 22.0),
+        ),
+        63.0,
+        10,
     );
-    let mut sim = SimServer::new(
-        2,
-        fig(|o, _| 2.4 * o.num_ctx as f64 / 1024.0 - 2.0),
-        fig(|_, _| 22.0),
-    );
-    sim.wall_s = 63.0;
-    out.push(search(
-        &plan,
-        &cfg(10, &DEFAULT_BATCHES),
-        &mut sim,
-        Vec::new(),
-    ));
     // qwen-like: too slow everywhere.
-    let q = |ctx| {
-        let mut r = row("qwen25_3b", ctx, 1024, 30.0, 1.0, "basic code tasks");
-        r.model = "qwen2.5:3b-instruct".into();
-        r.category = "small".into();
-        r
-    };
-    let plan = ModelPlan::new(vec![q(32768), q(65536)], cap(32768), 2);
-    let mut sim = SimServer::new(3, fig(|_, _| 48.0), fig(|_, _| 3.0));
-    sim.wall_s = 120.0;
-    out.push(search(
-        &plan,
-        &cfg(12, &DEFAULT_BATCHES),
-        &mut sim,
-        Vec::new(),
-    ));
+    simulate(
+        model_rows(
+            "qwen25_3b",
+            "qwen2.5:3b-instruct",
+            "small",
+            &[
+                (32768, 1024, 30.0, 1.0, "basic code tasks"),
+                (65536, 1024, 30.0, 1.0, "basic code tasks"),
+            ],
+        ),
+        32768,
+        SimServer::new(3, fig(|_, _| 48.0), fig(|_, _| 3.0)),
+        120.0,
+        12,
+    );
     for r in &mut out {
         r.started_at = "2026-05-01T10:00:00Z".into();
         r.finished_at = "2026-05-01T10:20:00Z".into();
@@ -932,7 +944,7 @@ fn presets_parse_back() {
             )
         );
         assert_eq!(back.model, r.model);
-        assert_eq!(back.verdict, "PASS");
+        assert_eq!(back.verdict, Verdict::Pass);
         let ttft = back.measured.ttft_s.as_ref().unwrap();
         assert!(ttft.ci_low.unwrap() <= ttft.mean && ttft.mean <= ttft.ci_high.unwrap());
         assert_eq!(ttft.confidence_level, 0.95);
@@ -965,6 +977,72 @@ fn presets_parse_back() {
 }
 
 #[test]
+fn presets_say_what_their_figures_mean() {
+    let records = fixture_records();
+    let smol = records.iter().find(|r| r.name == "smollm2_135m").unwrap();
+    let rec = smol.recommended.as_ref().unwrap();
+    let p = outputs::preset(smol).unwrap();
+    let text = outputs::render_preset(&p);
+    // The date stays a string for YAML 1.1 loaders too.
+    assert!(
+        text.lines().any(|l| l == "date: '2026-05-01T10:20:00Z'"),
+        "{text}"
+    );
+    // Which gates the verdict refers to, and their limits.
+    let gates = p.gates.as_ref().unwrap();
+    assert_eq!(Some(gates), rec.gates.as_ref());
+    assert_eq!((gates.ttft_max_s, gates.tok_s_min), (45.0, 10.0));
+    assert!(p.gates_rule.contains("ttft_max_s") && p.gates_rule.contains("ram_max_pct"));
+    // The stability scale, the fill, the evidence cell, the server and its version.
+    assert!(p.measured.stability_scale.starts_with("0 to 1"));
+    assert!(
+        p.measured
+            .stability_scale
+            .contains(&crate::stability::formula())
+    );
+    assert_eq!(p.measured.fill_tokens, 3072);
+    assert_eq!(p.evidence_cell, rec.test_name);
+    assert_eq!(
+        p.evidence_file,
+        format!("cells/{}", crate::rundir::cell_file_name(&rec.test_name))
+    );
+    assert_eq!(p.server.url, "http://127.0.0.1:11435");
+    assert_eq!(p.server.version.as_deref(), Some(super::sim::SIM_VERSION));
+    let v: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(v["gates"]["stability_min"].as_f64(), Some(0.5));
+    assert_eq!(
+        v["server"]["version"].as_str(),
+        Some(super::sim::SIM_VERSION)
+    );
+    // Credentials in the server address are not written.
+    let mut secret = smol.clone();
+    secret.server = "http://admin:hunter2@10.0.0.5:11434".into();
+    let text = outputs::render_preset(&outputs::preset(&secret).unwrap());
+    assert!(
+        text.contains("url: http://10.0.0.5:11434") && !text.contains("hunter2"),
+        "{text}"
+    );
+    // A FAIL above the boundary is a typed verdict.
+    let gemma = records.iter().find(|r| r.name == "gemma3_270m").unwrap();
+    let p = outputs::preset(gemma).unwrap();
+    assert_eq!(p.context.smallest_fail_verdict, Some(Verdict::Fail));
+}
+
+#[test]
+fn recommendations_name_each_host_once() {
+    let mut records = fixture_records();
+    // Hosts a, b, a in name order: the second `a` is not next to the first.
+    for (r, cpu) in records.iter_mut().zip(["cpu a", "cpu b", "cpu a"]) {
+        r.host.cpu_model = cpu.into();
+    }
+    let md = outputs::render_recommendations(&records);
+    assert!(
+        md.contains(" on cpu a (4 logical CPUs), cpu b (4 logical CPUs). "),
+        "{md}"
+    );
+}
+
+#[test]
 fn continue_config_parses_back() {
     let records = fixture_records();
     let text = outputs::render_continue(&records);
@@ -976,7 +1054,7 @@ fn continue_config_parses_back() {
         .find(|m| m.model == "smollm2:135m")
         .unwrap();
     assert_eq!(smol.provider, "ollama");
-    assert_eq!(smol.roles, ["chat", "edit", "apply", "autocomplete"]);
+    assert_eq!(smol.roles, ["chat", "edit", "apply"]);
     assert_eq!(smol.default_completion_options.context_length, 8192);
     let gemma = back
         .models
@@ -992,13 +1070,106 @@ fn continue_config_parses_back() {
     );
     assert_eq!(v["name"].as_str(), Some("o3-suite recommendations"));
     let names: Vec<&str> = back.models.iter().map(|m| m.name.as_str()).collect();
-    let mut dedup = names.clone();
-    dedup.dedup();
-    assert_eq!(names, dedup, "names are unique");
+    let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "names are unique: {names:?}");
+}
+
+#[test]
+fn continue_config_talks_to_the_server_measured() {
+    // The fixtures were measured at the reference server (11435), not Ollama's default.
+    let mut records = fixture_records();
+    let cfg = outputs::continue_config(&records);
+    assert!(
+        cfg.models
+            .iter()
+            .all(|m| m.api_base.as_deref() == Some("http://127.0.0.1:11435/")),
+        "{cfg:#?}"
+    );
+    let text = outputs::render_continue(&records);
+    let v: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(
+        v["models"][0]["apiBase"].as_str(),
+        Some("http://127.0.0.1:11435/")
+    );
+    // At Ollama's default address Continue needs no apiBase.
+    for r in &mut records {
+        r.server = "http://localhost:11434".into();
+    }
+    let text = outputs::render_continue(&records);
+    let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(!body.iter().any(|l| l.contains("apiBase")), "{text}");
+    assert!(
+        outputs::continue_config(&records)
+            .models
+            .iter()
+            .all(|m| m.api_base.is_none())
+    );
+    // Credentials never reach the file.
+    for r in &mut records {
+        r.server = "https://user:s3cret@gpu-box.lan:8443/ollama".into();
+    }
+    let text = outputs::render_continue(&records);
+    assert!(
+        text.contains("apiBase: https://gpu-box.lan:8443/ollama/") && !text.contains("s3cret"),
+        "{text}"
+    );
+}
+
+#[test]
+fn continue_config_header_names_the_clients_num_ctx_reaches() {
+    let text = outputs::render_continue(&fixture_records());
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(header.contains("VS Code extension"), "{header}");
+    assert!(header.contains("`cn` CLI"), "{header}");
+    assert!(
+        header.contains("smollm2:135m: ollama create smollm2-135m-8k -f smollm2_135m_8k.Modelfile"),
+        "{header}"
+    );
+}
+
+#[test]
+fn no_model_gets_the_autocomplete_role() {
+    let mut all: Vec<String> = USE_CASES_ALL.iter().map(|s| s.to_string()).collect();
+    all.push("autocomplete".into());
+    assert!(!outputs::roles_for(&all).contains(&"autocomplete".to_string()));
+    let text = outputs::render_continue(&fixture_records());
+    assert!(
+        !text
+            .lines()
+            .any(|l| !l.starts_with('#') && l.contains("autocomplete")),
+        "{text}"
+    );
+}
+
+const USE_CASES_ALL: [&str; 6] = [
+    "basic code tasks",
+    "complex refactoring",
+    "maximum analysis",
+    "RAG integration",
+    "chat assistance",
+    "code completion",
+];
+
+#[rstest]
+#[case("http://127.0.0.1:11434", "http://127.0.0.1:11434", true)]
+#[case("http://localhost:11434/", "http://localhost:11434/", true)]
+#[case("localhost:11434", "localhost:11434", true)]
+#[case("http://me:pw@127.0.0.1:11434", "http://127.0.0.1:11434", true)]
+#[case("http://127.0.0.1:11435", "http://127.0.0.1:11435", false)]
+#[case("https://localhost:11434", "https://localhost:11434", false)]
+#[case("http://box:11434", "http://box:11434", false)]
+#[case("http://a:b@host:1/p?q=x@y", "http://host:1/p?q=x@y", false)]
+fn server_addresses(#[case] url: &str, #[case] public: &str, #[case] default: bool) {
+    assert_eq!(outputs::without_credentials(url), public);
+    assert_eq!(outputs::is_default_ollama(url), default);
 }
 
 #[rstest]
-#[case(&["basic code tasks"], &["chat", "edit", "apply", "autocomplete"])]
+#[case(&["basic code tasks"], &["chat", "edit", "apply"])]
 #[case(&["chat assistance"], &["chat", "edit"])]
 #[case(&["maximum analysis", "RAG integration"], &["chat"])]
 #[case(&["Complex Refactoring ", "chat assistance"], &["chat", "edit", "apply"])]
@@ -1051,8 +1222,8 @@ fn build_writes_every_output_from_the_records() {
         rel,
         [
             "integration_configs/gemma3_270m_16k.yaml",
-            "integration_configs/gemma3_270m_16k.Modelfile",
             "integration_configs/smollm2_135m_8k.yaml",
+            "integration_configs/gemma3_270m_16k.Modelfile",
             "integration_configs/smollm2_135m_8k.Modelfile",
             "integration_configs/continue-config.yaml",
             "use_case_recommendations.md",
@@ -1085,9 +1256,14 @@ fn check_golden(name: &str, actual: &str) -> Result<(), String> {
 fn outputs_match_goldens() {
     let records = fixture_records();
     let mut failures = Vec::new();
-    for (rel, content) in outputs::render_all(&records) {
-        let name = rel.rsplit('/').next().unwrap().to_string();
-        if let Err(e) = check_golden(&name, &content) {
+    for file in outputs::render_all(&records) {
+        let name = file
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if let Err(e) = check_golden(&name, &file.content) {
             failures.push(e);
         }
     }
