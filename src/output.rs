@@ -4,12 +4,12 @@
 //! other state outside its input, so the same input always gives the same bytes (what the
 //! goldens rely on).
 //!
-//! The optimizer's outputs ([`crate::optimize::outputs`]) are written this way; the reports'
-//! `ReportWriter` ([`crate::report`]) has the same shape with one fixed file per writer.
+//! The optimizer's outputs ([`crate::optimize::outputs`]) and the reports ([`crate::report`],
+//! whose writers make one fixed file each) are written this way.
 
 use std::path::{Path, PathBuf};
 
-use crate::results::{self, ResultsError};
+use crate::rundir::{StoreError, write_atomic};
 
 /// One rendered file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +45,11 @@ pub struct WriteError {
     /// The file.
     pub path: PathBuf,
     /// The cause.
-    pub source: ResultsError,
+    pub source: StoreError,
 }
 
 /// Renders `input` with every writer of `outputs`, in order, and writes each file under
-/// `run_dir` atomically ([`results::write_atomic`]); returns the paths written.
+/// `run_dir` atomically ([`write_atomic`]); returns the paths written.
 pub fn write_all<In: ?Sized>(
     run_dir: &Path,
     outputs: &[&dyn Output<In>],
@@ -58,7 +58,7 @@ pub fn write_all<In: ?Sized>(
     let mut written = Vec::new();
     for file in outputs.iter().flat_map(|o| o.render(input)) {
         let path = run_dir.join(&file.path);
-        results::write_atomic(&path, file.content.as_bytes()).map_err(|source| WriteError {
+        write_atomic(&path, file.content.as_bytes()).map_err(|source| WriteError {
             path: path.clone(),
             source,
         })?;

@@ -10,7 +10,6 @@
 
 mod csv_report;
 mod definitions;
-mod format;
 mod json_report;
 mod markdown;
 
@@ -19,8 +18,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::gates::{Gate, Judgement};
+use crate::output::{self, Output, OutputFile, WriteError};
 use crate::results::{CellResult, CellSpec, Fidelity, StabilityBreakdown, StopReason, Verdict};
-use crate::rundir::{RunDir, StoreError, load_json_dir, write_atomic};
+use crate::rundir::{RunDir, StoreError, load_json_dir};
 use crate::stats::Summary;
 
 pub use self::csv_report::{COLUMNS as CSV_COLUMNS, CsvReport};
@@ -49,33 +49,31 @@ pub enum ReportError {
         source: StoreError,
     },
     /// A report file could not be written.
-    #[error("failed to write report {path}: {source}")]
-    Write {
-        /// The report file.
-        path: PathBuf,
-        /// The cause.
-        source: StoreError,
-    },
+    #[error("failed to write report {0}")]
+    Write(#[from] WriteError),
 }
 
-/// One output format: a file name and a pure rendering of the [`Report`].
+/// One output format: a file name and a pure rendering of the [`Report`]. Every report writer is
+/// an [`Output`] of the report, one file under `comparative_analysis/`.
 pub trait ReportWriter {
     /// File name inside `<run>/comparative_analysis/`, e.g. `performance_matrix.md`.
     fn file_name(&self) -> &'static str;
     /// The complete file content. Deterministic: the same report gives the same bytes.
-    fn render(&self, report: &Report) -> String;
+    fn text(&self, report: &Report) -> String;
+}
+
+impl<W: ReportWriter> Output<Report> for W {
+    fn render(&self, report: &Report) -> Vec<OutputFile> {
+        vec![OutputFile::new(
+            RunDir::relative().report_path(self.file_name()),
+            self.text(report),
+        )]
+    }
 }
 
 /// Every writer [`build`] runs, in the order it writes them (JSON, CSV, Markdown).
-pub fn writers() -> [&'static dyn ReportWriter; 3] {
+pub fn writers() -> [&'static dyn Output<Report>; 3] {
     [&JsonReport, &CsvReport, &MarkdownReport]
-}
-
-/// Reads every cell result of the run, sorted by test name.
-pub fn read_cells(run: &RunDir) -> Result<Vec<CellResult>, StoreError> {
-    let mut cells: Vec<CellResult> = load_json_dir(&run.cells_dir())?;
-    cells.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
-    Ok(cells)
 }
 
 /// Rebuilds every report file of the run from its cell results; returns the paths written.
@@ -91,7 +89,7 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         run_dir: run.root().to_path_buf(),
         source,
     };
-    let cells = read_cells(run).map_err(read_error)?;
+    let cells = run.read_cells().map_err(read_error)?;
     let mut report = aggregate(&cells);
     // Configurations the optimizer recommends (`cargo test --test optimize`) are marked.
     let records: Vec<crate::optimize::record::SearchRecord> =
@@ -102,18 +100,7 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         .flat_map(|rec| std::iter::once(rec.test_name.clone()).chain(rec.matrix_test_name.clone()))
         .collect();
     mark_targets(&mut report, &targets);
-    let mut written = Vec::new();
-    for writer in writers() {
-        let path = run.report_path(writer.file_name());
-        write_atomic(&path, writer.render(&report).as_bytes()).map_err(|source| {
-            ReportError::Write {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        written.push(path);
-    }
-    Ok(written)
+    Ok(output::write_all(run.root(), &writers(), &report)?)
 }
 
 /// Marks the rows whose test names are in `targets` as recommended configurations.

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gates::Judgement;
+use crate::judgement::Judgement;
 use crate::stats::Summary;
 
 fn yes() -> bool {
@@ -23,34 +23,7 @@ pub const FORMAT_VERSION: u32 = 2;
 /// The harness's own version, recorded in every result.
 pub const HARNESS_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The outcome of a cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Verdict {
-    /// Every gate passed, with the confidence interval clear of each limit.
-    Pass,
-    /// The mean passes every gate but an interval straddles a limit after the maximum trials.
-    Marginal,
-    /// At least one gate failed (measured value vs limit in the reasons).
-    Fail,
-    /// The numbers cannot be trusted (truncation, reload, broken stream, too few valid trials).
-    Invalid,
-    /// The cell could not run here (server unreachable, model not pulled).
-    Skipped,
-}
-
-impl Verdict {
-    /// Upper-case label as used in reports.
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Pass => "PASS",
-            Verdict::Marginal => "MARGINAL",
-            Verdict::Fail => "FAIL",
-            Verdict::Invalid => "INVALID",
-            Verdict::Skipped => "SKIPPED",
-        }
-    }
-}
+pub use crate::judgement::Verdict;
 
 /// Gates of a cell, from the matrix table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -456,7 +429,3 @@ pub fn summarize_trials(trials: &[TrialRecord]) -> CellSummaries {
         output_tokens: s(&|t| t.output_tokens.map(f64::from)),
     }
 }
-
-/// The cell file helpers live with the run-directory layout ([`crate::rundir`]); re-exported
-/// here for the modules that write beside the cells.
-pub use crate::rundir::{StoreError as ResultsError, write_atomic};

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::results::CellResult;
+
 /// Directory of the cell results.
 pub const CELLS_DIR: &str = "cells";
 /// Directory of the reports.
@@ -99,6 +101,13 @@ impl RunDir {
     /// The result file of a cell: `cells/<test name with :: → __>.json`.
     pub fn cell_path(&self, test_name: &str) -> PathBuf {
         self.cells_dir().join(cell_file_name(test_name))
+    }
+
+    /// Every cell result of the run, sorted by test name.
+    pub fn read_cells(&self) -> Result<Vec<CellResult>, StoreError> {
+        let mut cells: Vec<CellResult> = load_json_dir(&self.cells_dir())?;
+        cells.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
+        Ok(cells)
     }
 
     /// `comparative_analysis/`.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use o3_suite::config::Config;
 use o3_suite::harness::RunEnv;
-use o3_suite::report;
 use o3_suite::results::{CellResult, CellSpec, Gates, StopReason, TrialKind, TrialRecord, Verdict};
 use o3_suite::runner::{CellOptions, run_cell_with};
 use rstest::rstest;
@@ -129,7 +128,11 @@ impl Ran {
     fn result_on_disk(&self) -> CellResult {
         let path = self.env.run_dir.cell_path(&self.result().cell.test_name);
         assert!(path.is_file(), "no result file at {}", path.display());
-        let cells = report::read_cells(&self.env.run_dir).expect("the result files parse");
+        let cells = self
+            .env
+            .run_dir
+            .read_cells()
+            .expect("the result files parse");
         assert_eq!(cells.len(), 1, "one cell per run directory");
         cells.into_iter().next().unwrap()
     }

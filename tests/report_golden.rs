@@ -133,7 +133,7 @@ fn reports_are_deterministic_and_order_independent() {
         .map(|p| fs::read_to_string(p).unwrap())
         .collect();
     assert_eq!(first, second);
-    let mut cells = report::read_cells(&run).unwrap();
+    let mut cells = run.read_cells().unwrap();
     let sorted = report::aggregate(&cells);
     cells.reverse();
     assert_eq!(report::aggregate(&cells), sorted);
@@ -142,7 +142,7 @@ fn reports_are_deterministic_and_order_independent() {
 #[test]
 fn fixture_rows_follow_table_order() {
     let run = fixture_run("order");
-    let cells = report::read_cells(&run).unwrap();
+    let cells = run.read_cells().unwrap();
     let names: Vec<String> = report::aggregate(&cells)
         .rows
         .into_iter()

@@ -108,7 +108,7 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
         );
     }
     let plan = ModelPlan::new(rows, cap, max_threads);
-    let existing = match report::read_cells(&env.run_dir) {
+    let existing = match env.run_dir.read_cells() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("[{tag}] warning: cannot read earlier probes, starting afresh: {e}");

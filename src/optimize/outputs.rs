@@ -31,7 +31,6 @@ pub use self::preset::{
 pub use self::recommendations::{Recommendations, USE_CASES, render_recommendations};
 use super::record::{SearchRecord, read_records};
 use crate::output::{self, Output, OutputFile};
-use crate::results::ResultsError;
 use crate::rundir::RunDir;
 
 /// File name of the Continue config.
@@ -72,7 +71,7 @@ pub enum OutputError {
         /// The run directory.
         run_dir: PathBuf,
         /// The cause.
-        source: ResultsError,
+        source: crate::rundir::StoreError,
     },
     /// A file could not be written.
     #[error(transparent)]
@@ -113,24 +112,4 @@ pub fn is_default_ollama(url: &str) -> bool {
         rest.trim_end_matches('/'),
         "127.0.0.1:11434" | "localhost:11434"
     )
-}
-
-/// A mean with its interval, `12.3 [11.9–12.8]`, or `–`.
-fn summary_text(s: &Option<crate::stats::Summary>, digits: usize) -> String {
-    match s {
-        Some(s) => match (s.ci_low, s.ci_high) {
-            (Some(lo), Some(hi)) => format!("{:.digits$} [{lo:.digits$}–{hi:.digits$}]", s.mean),
-            _ => format!("{:.digits$}", s.mean),
-        },
-        None => "–".into(),
-    }
-}
-
-/// Tokens as `8K` when a multiple of 1024.
-fn k(tokens: u32) -> String {
-    if tokens % 1024 == 0 {
-        format!("{}K", tokens / 1024)
-    } else {
-        tokens.to_string()
-    }
 }

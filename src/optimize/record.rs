@@ -16,6 +16,7 @@ use super::{LoadOptions, OptConfig, Phase, options_of};
 use crate::results::{CellResult, Gates, Verdict};
 use crate::rundir::{RunDir, StoreError, load_json_dir, save_json};
 use crate::stats::Summary;
+use crate::text::{MISSING, mean_interval};
 
 /// Version of the [`SearchRecord`] format. Bumped whenever a field changes meaning.
 pub const RECORD_FORMAT_VERSION: u32 = 1;
@@ -111,14 +112,8 @@ impl ProbeRecord {
     /// One line for progress and reports: verdict and figures.
     pub fn figures(&self) -> String {
         let s = |x: &Option<Summary>, unit: &str, digits: usize| match x {
-            Some(s) => match (s.ci_low, s.ci_high) {
-                (Some(lo), Some(hi)) => format!(
-                    "{:.digits$} {unit} [{lo:.digits$}–{hi:.digits$}] n={}",
-                    s.mean, s.n
-                ),
-                _ => format!("{:.digits$} {unit} n={}", s.mean, s.n),
-            },
-            None => "–".to_string(),
+            Some(s) => format!("{} {unit} n={}", mean_interval(Some(s), digits), s.n),
+            None => MISSING.to_string(),
         };
         format!(
             "{}: TTFT {}, decode {}, stability {:.2}",

@@ -13,7 +13,6 @@ use super::search::{Cmp, SearchInput, classify, compare, final_class, run_search
 use super::sim::{Figure, SimServer, SplitMix64};
 use super::*;
 use crate::gates::Judgement;
-use crate::report::read_cells;
 use crate::results::{CellResult, Gates, Verdict};
 use crate::rundir::RunDir;
 
@@ -636,7 +635,7 @@ fn resumes_from_probe_results_on_disk() {
         &plan,
         &c,
         &mut second,
-        read_cells(&RunDir::at(&dir)).unwrap(),
+        RunDir::at(&dir).read_cells().unwrap(),
     );
     assert_eq!(second.probed.len(), 0);
     assert_eq!((r2.probes_new, r2.probes_resumed), (0, r1.probes_new));
@@ -657,7 +656,7 @@ fn resumes_from_probe_results_on_disk() {
         &plan,
         &c,
         &mut rest,
-        read_cells(&RunDir::at(&dir2)).unwrap(),
+        RunDir::at(&dir2).read_cells().unwrap(),
     );
     assert_eq!(r3.probes_resumed, 4);
     assert_eq!(r3.probes_new, r1.probes_new - 4);
@@ -669,7 +668,7 @@ fn resumes_from_probe_results_on_disk() {
         &other_plan,
         &c,
         &mut other,
-        read_cells(&RunDir::at(&dir2)).unwrap(),
+        RunDir::at(&dir2).read_cells().unwrap(),
     );
     assert_eq!(r4.probes_resumed, 0);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -71,7 +71,7 @@ impl ReportWriter for CsvReport {
         "performance_matrix.csv"
     }
 
-    fn render(&self, report: &Report) -> String {
+    fn text(&self, report: &Report) -> String {
         let mut w = ::csv::Writer::from_writer(Vec::new());
         const IN_MEMORY: &str = "writing CSV to memory cannot fail";
         w.write_record(COLUMNS.iter().map(|(name, _)| name))

@@ -11,7 +11,7 @@ impl ReportWriter for JsonReport {
         "performance_matrix.json"
     }
 
-    fn render(&self, report: &Report) -> String {
+    fn text(&self, report: &Report) -> String {
         let mut out =
             serde_json::to_string_pretty(report).expect("the report model always serializes");
         out.push('\n');

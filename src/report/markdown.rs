@@ -1,38 +1,25 @@
 //! The Markdown report, for a person choosing a configuration: the summary table first, then
 //! details, reasons, stability components, run metadata, fidelity ratios and definitions.
 
-use std::fmt::Write;
-
 use super::csv_report::serde_name;
-use super::format::{
-    MISSING, bytes, bytes_delta, cell, context, fixed, grouped, opt_fixed, opt_rate, pct,
-    signed_pct, thousands,
-};
 use super::{Report, ReportWriter, Row};
 use crate::results::{StabilityBreakdown, StopReason, Verdict};
 use crate::stability::{MIN_TRIALS, W_CONSISTENCY, W_DRIFT, W_MEMORY};
-use crate::stats::Summary;
+use crate::text::{
+    MISSING, bytes, bytes_delta, cell, context, fixed, mean_interval, opt_fixed, opt_rate, out,
+    pct, signed_pct, thousands,
+};
 
 /// Writes `performance_matrix.md`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MarkdownReport;
-
-/// `writeln!` into a `String`, which cannot fail.
-macro_rules! out {
-    ($o:expr) => {{
-        $o.push('\n');
-    }};
-    ($o:expr, $($arg:tt)*) => {{
-        let _ = writeln!($o, $($arg)*);
-    }};
-}
 
 impl ReportWriter for MarkdownReport {
     fn file_name(&self) -> &'static str {
         "performance_matrix.md"
     }
 
-    fn render(&self, report: &Report) -> String {
+    fn text(&self, report: &Report) -> String {
         let mut o = String::new();
         out!(o, "# Performance matrix");
         out!(o);
@@ -181,21 +168,6 @@ fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) 
     }
 }
 
-fn interval(s: &Option<Summary>, decimals: usize) -> String {
-    match s {
-        None => MISSING.to_string(),
-        Some(s) => match (s.ci_low, s.ci_high) {
-            (Some(lo), Some(hi)) => format!(
-                "{} [{}, {}]",
-                grouped(s.mean, decimals),
-                grouped(lo, decimals),
-                grouped(hi, decimals)
-            ),
-            _ => grouped(s.mean, decimals),
-        },
-    }
-}
-
 fn gates(row: &Row) -> String {
     let g = &row.cell.gates;
     format!(
@@ -239,8 +211,8 @@ fn details_table(o: &mut String, r: &Report) {
             code(&row.cell.test_name),
             row.verdict().label(),
             gates(row),
-            interval(&row.ttft_s, 2),
-            interval(&row.decode_tps, 1),
+            mean_interval(row.ttft_s.as_ref(), 2),
+            mean_interval(row.decode_tps.as_ref(), 1),
             opt_rate(row.decode_tps_server.as_ref().map(|s| s.mean)),
             opt_rate(row.prefill_tps_server.as_ref().map(|s| s.mean)),
             row.ram_delta_bytes

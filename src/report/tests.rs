@@ -4,7 +4,6 @@ use std::fs;
 
 use rstest::rstest;
 
-use super::format::{bytes_delta, ctx_label, grouped, thousands};
 use super::*;
 use crate::gates::{self, CellFacts};
 use crate::results::{
@@ -13,6 +12,7 @@ use crate::results::{
 };
 use crate::rundir::save_json;
 use crate::stats::summarize;
+use crate::text::{bytes_delta, ctx_label, grouped, thousands};
 
 const GIB: i64 = 1024 * 1024 * 1024;
 const MIB: i64 = 1024 * 1024;
@@ -236,7 +236,7 @@ fn missing_values_are_dashes_in_markdown_and_empty_in_csv() {
         "a cell that never ran has no stability"
     );
 
-    let md = MarkdownReport.render(&report);
+    let md = MarkdownReport.text(&report);
     let line = md
         .lines()
         .find(|l| l.starts_with("| m | 64K"))
@@ -246,7 +246,7 @@ fn missing_values_are_dashes_in_markdown_and_empty_in_csv() {
         "| m | 64K (fill 64,000) | – | – | – | – | — (not run) |"
     );
 
-    let csv = CsvReport.render(&report);
+    let csv = CsvReport.text(&report);
     let mut rdr = ::csv::Reader::from_reader(csv.as_bytes());
     let headers = rdr.headers().unwrap().clone();
     let rec = rdr.records().next().unwrap().unwrap();
@@ -265,14 +265,14 @@ fn missing_values_are_dashes_in_markdown_and_empty_in_csv() {
     let i = headers.iter().position(|h| h == "verdict").unwrap();
     assert_eq!(&rec[i], "SKIPPED");
 
-    let json: serde_json::Value = serde_json::from_str(&JsonReport.render(&report)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&JsonReport.text(&report)).unwrap();
     assert!(json["rows"][0]["ttft_s"].is_null());
     assert!(json["rows"][0]["ram_delta_bytes"].is_null());
 }
 
 #[test]
 fn csv_header_is_stable() {
-    let csv = CsvReport.render(&aggregate(&[]));
+    let csv = CsvReport.text(&aggregate(&[]));
     assert_eq!(
         csv,
         "test_name,model,num_ctx,fill_tokens,num_batch,num_thread,verdict,use_case,\
@@ -286,7 +286,7 @@ fn csv_header_is_stable() {
 #[test]
 fn csv_rows_have_raw_numbers() {
     let report = aggregate(&[cell("m", "m", 64, Verdict::Pass)]);
-    let csv = CsvReport.render(&report);
+    let csv = CsvReport.text(&report);
     let mut rdr = ::csv::Reader::from_reader(csv.as_bytes());
     let headers = rdr.headers().unwrap().clone();
     let rec = rdr.records().next().unwrap().unwrap();
@@ -324,10 +324,10 @@ fn verdict_counts_and_warmups_are_counted_right() {
         (0, 3)
     );
     assert_eq!(report.rows[1].failed_gates, [Gate::Ttft]);
-    let json: serde_json::Value = serde_json::from_str(&JsonReport.render(&report)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&JsonReport.text(&report)).unwrap();
     assert_eq!(json["rows"][1]["failed_gates"], serde_json::json!(["ttft"]));
     assert_eq!(json["rows"][1]["verdict"], "FAIL");
-    let md = MarkdownReport.render(&report);
+    let md = MarkdownReport.text(&report);
     assert!(md.contains("4 cells: 1 PASS, 0 MARGINAL, 1 FAIL, 1 INVALID, 1 SKIPPED."));
     assert!(md.contains("- `m::ctx_64k` — server unreachable"));
 }
@@ -421,7 +421,7 @@ fn targets_are_marked_and_probes_listed_apart() {
         targets,
         [("m::opt::ctx_16k_t2_b512", true), ("m::ctx_64k", false)]
     );
-    let md = MarkdownReport.render(&report);
+    let md = MarkdownReport.text(&report);
     let summary = &md[md.find("## Summary").unwrap()..md.find("## Optimizer probes").unwrap()];
     assert!(!summary.contains("| [TARGET]"), "{summary}");
     assert!(summary.contains("`[TARGET]` marks"), "{summary}");
@@ -430,7 +430,7 @@ fn targets_are_marked_and_probes_listed_apart() {
         probes.contains("| [TARGET] m · 8 thread(s), batch 512 | 16K"),
         "{probes}"
     );
-    let csv = CsvReport.render(&report);
+    let csv = CsvReport.text(&report);
     assert!(csv.lines().nth(1).unwrap().ends_with(",true"), "{csv}");
     assert!(csv.lines().nth(2).unwrap().ends_with(",false"), "{csv}");
 }

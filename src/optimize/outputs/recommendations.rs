@@ -15,12 +15,11 @@
 //! | chat assistance | lowest TTFT | higher decode tok/s |
 //! | any other use case in the matrix | largest context | higher decode tok/s |
 
-use std::fmt::Write;
-
-use super::{RECOMMENDATIONS_FILE, in_reports, k, preset_stem, summary_text};
-use crate::rundir::INTEGRATION_DIR;
+use super::{RECOMMENDATIONS_FILE, in_reports, preset_stem};
 use crate::optimize::record::{ChoiceOutcome, Recommendation, SearchRecord};
 use crate::output::{Output, OutputFile};
+use crate::rundir::INTEGRATION_DIR;
+use crate::text::{ctx_label as k, mean_interval, out};
 
 /// The use cases of the user's plan, in the order the recommendations list them.
 pub const USE_CASES: [&str; 5] = [
@@ -176,16 +175,6 @@ fn failed_text(r: &SearchRecord) -> Option<String> {
     }
 }
 
-/// `writeln!` into a `String`, which cannot fail.
-macro_rules! out {
-    ($o:expr) => {{
-        $o.push('\n');
-    }};
-    ($o:expr, $($arg:tt)*) => {{
-        let _ = writeln!($o, $($arg)*);
-    }};
-}
-
 /// `use_case_recommendations.md` from the records (in any order: the rendering sorts them).
 pub fn render_recommendations(records: &[SearchRecord]) -> String {
     let mut records: Vec<SearchRecord> = records.to_vec();
@@ -261,8 +250,8 @@ fn winners_table(o: &mut String, cases: &[UseCase]) {
                 k(x.options.num_ctx),
                 x.options.num_thread,
                 x.options.num_batch,
-                summary_text(&x.ttft_s, 2),
-                summary_text(&x.decode_tps, 1),
+                mean_interval(x.ttft_s.as_ref(), 2),
+                mean_interval(x.decode_tps.as_ref(), 1),
                 x.stability,
                 preset_stem(r).unwrap_or_default()
             ),
@@ -314,8 +303,8 @@ fn recommended(o: &mut String, case: &UseCase, r: &SearchRecord, x: &Recommendat
         x.options.num_thread,
         x.options.num_batch,
         x.verdict.label(),
-        summary_text(&x.ttft_s, 2),
-        summary_text(&x.decode_tps, 1),
+        mean_interval(x.ttft_s.as_ref(), 2),
+        mean_interval(x.decode_tps.as_ref(), 1),
         x.stability,
         x.test_name
     );

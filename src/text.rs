@@ -1,7 +1,22 @@
-//! Number and label formatting shared by the human-readable writers.
+//! Text shared by every human-readable writer (the reports and the optimizer's outputs): numbers,
+//! context sizes, means with their intervals, Markdown cells, and `out!`.
+
+use crate::stats::Summary;
+
+/// `writeln!` into a `String`, which cannot fail.
+macro_rules! out {
+    ($o:expr) => {{
+        $o.push('\n');
+    }};
+    ($o:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($o, $($arg)*);
+    }};
+}
+pub(crate) use out;
 
 /// What a missing value renders as in Markdown.
-pub(crate) const MISSING: &str = "–";
+pub const MISSING: &str = "–";
 
 const MIB: f64 = 1024.0 * 1024.0;
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -52,6 +67,23 @@ pub(crate) fn grouped(x: f64, decimals: usize) -> String {
 /// A rate (tokens/s) with one decimal and thousands separators, or [`MISSING`].
 pub(crate) fn opt_rate(x: Option<f64>) -> String {
     x.map_or_else(|| MISSING.to_string(), |x| grouped(x, 1))
+}
+
+/// A mean with its 95 % interval, `12.3 [11.9, 12.8]` (thousands grouped), the mean alone
+/// without an interval, or [`MISSING`].
+pub(crate) fn mean_interval(s: Option<&Summary>, decimals: usize) -> String {
+    match s {
+        None => MISSING.to_string(),
+        Some(s) => match (s.ci_low, s.ci_high) {
+            (Some(lo), Some(hi)) => format!(
+                "{} [{}, {}]",
+                grouped(s.mean, decimals),
+                grouped(lo, decimals),
+                grouped(hi, decimals)
+            ),
+            _ => grouped(s.mean, decimals),
+        },
+    }
 }
 
 /// `num_ctx` as a label: multiples of 1024 as `64K`, anything else as a plain number.
