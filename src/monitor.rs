@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use host::{Host, host_info};
+pub use host::host_info;
 pub use locate::{find_runners, find_server_pid};
 pub use procfs::{process_memory, system_memory};
 

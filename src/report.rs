@@ -19,7 +19,9 @@ use serde::Serialize;
 
 use crate::gates::{Gate, Judgement};
 use crate::output::{self, Output, OutputFile, WriteError};
-use crate::results::{CellResult, CellSpec, Fidelity, StabilityBreakdown, StopReason, Verdict};
+use crate::results::{
+    CellResult, CellSpec, Fidelity, Host, StabilityBreakdown, StopReason, Verdict,
+};
 use crate::rundir::{RunDir, StoreError, load_json_dir};
 use crate::stats::Summary;
 
@@ -250,25 +252,6 @@ impl Row {
     }
 }
 
-/// Host facts as recorded in the cells.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Host {
-    /// Host name.
-    pub hostname: String,
-    /// CPU model string.
-    pub cpu_model: String,
-    /// Logical CPUs.
-    pub cpu_logical: usize,
-    /// Physical cores, when known.
-    pub cpu_physical: Option<usize>,
-    /// Total memory (bytes).
-    pub ram_total_bytes: u64,
-    /// OS name and version.
-    pub os: String,
-    /// Kernel version.
-    pub kernel: String,
-}
-
 /// A server the cells talked to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Server {
@@ -316,15 +299,7 @@ pub fn aggregate(cells: &[CellResult]) -> Report {
     let mut models: Vec<ModelInfo> = Vec::new();
     for c in &sorted {
         let m = &c.metadata;
-        let host = Host {
-            hostname: m.hostname.clone(),
-            cpu_model: m.cpu_model.clone(),
-            cpu_logical: m.cpu_logical,
-            cpu_physical: m.cpu_physical,
-            ram_total_bytes: m.ram_total_bytes,
-            os: m.os.clone(),
-            kernel: m.kernel.clone(),
-        };
+        let host = m.host.clone();
         let has_host = !(host.cpu_model.is_empty() && host.ram_total_bytes == 0);
         if has_host && !hosts.contains(&host) {
             hosts.push(host);

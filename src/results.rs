@@ -264,6 +264,28 @@ pub enum StopReason {
     NotStarted,
 }
 
+/// Facts about a machine (from [`crate::monitor::host_info`]): the one type for them, in the
+/// cell results (flattened into [`RunMetadata`]), the reports and the optimizer's records.
+/// Fields a file does not hold read as their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Host {
+    /// Host name; `unknown` when not found.
+    pub hostname: String,
+    /// CPU model string, e.g. `AMD Ryzen 9 7950X 16-Core Processor`; `unknown` when not found.
+    pub cpu_model: String,
+    /// Logical CPUs of the host (at least 1).
+    pub cpu_logical: usize,
+    /// Physical cores, when the OS tells.
+    pub cpu_physical: Option<usize>,
+    /// Total memory (bytes); 0 when unknown.
+    pub ram_total_bytes: u64,
+    /// OS name and version, e.g. `Linux (Ubuntu 24.04)`.
+    pub os: String,
+    /// Kernel version, e.g. `6.8.0-48-generic`.
+    pub kernel: String,
+}
+
 /// Host, server and model facts recorded with every result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct RunMetadata {
@@ -273,20 +295,9 @@ pub struct RunMetadata {
     pub started_at: String,
     /// Harness version.
     pub harness_version: String,
-    /// Host name.
-    pub hostname: String,
-    /// CPU model string.
-    pub cpu_model: String,
-    /// Logical CPUs.
-    pub cpu_logical: usize,
-    /// Physical cores, when known.
-    pub cpu_physical: Option<usize>,
-    /// Total memory (bytes).
-    pub ram_total_bytes: u64,
-    /// OS name and version.
-    pub os: String,
-    /// Kernel version.
-    pub kernel: String,
+    /// The host.
+    #[serde(flatten)]
+    pub host: Host,
     /// Server address used.
     pub server: String,
     /// `/api/version` of the server.

@@ -70,15 +70,15 @@ pub fn run_cell(spec: &CellSpec, env: &RunEnv) -> CellResult {
 /// Runs one cell with `opts`.
 pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellResult {
     let started = Instant::now();
-    let mut meta = RunMetadata {
+    let meta = RunMetadata {
         run_id: env.run_id.clone(),
         started_at: rfc3339(SystemTime::now()),
         harness_version: HARNESS_VERSION.to_string(),
         server: env.config.base_url.clone(),
         env: Config::recorded_env(),
+        host: monitor::host_info(),
         ..RunMetadata::default()
     };
-    monitor::host_info().fill(&mut meta);
     let run = RUNTIME.block_on(phases(spec, env, opts, meta));
     let result = assemble(spec, run, started.elapsed().as_secs_f64());
     eprintln!(

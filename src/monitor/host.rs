@@ -1,56 +1,8 @@
 //! Host facts recorded with every result: host name, CPU, memory, OS, kernel.
 
-use serde::{Deserialize, Serialize};
 use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
-use crate::results::RunMetadata;
-
-/// Facts about the machine the harness runs on (see [`host_info`]): the one type for them.
-///
-/// The field names and types are those of the host fields of [`RunMetadata`] in the result
-/// files, so a record can embed it with `#[serde(flatten)]` and keep its JSON unchanged (the
-/// test `serializes_as_the_result_files_host_fields` holds both to that).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Host {
-    /// Host name; `unknown` when not found.
-    pub hostname: String,
-    /// CPU model string, e.g. `AMD Ryzen 9 7950X 16-Core Processor`; `unknown` when not found.
-    pub cpu_model: String,
-    /// Logical CPUs of the host (at least 1).
-    pub cpu_logical: usize,
-    /// Physical cores, when the OS tells.
-    pub cpu_physical: Option<usize>,
-    /// Total memory (bytes); 0 when unknown.
-    pub ram_total_bytes: u64,
-    /// OS name and version, e.g. `Linux (Ubuntu 24.04)`.
-    pub os: String,
-    /// Kernel version, e.g. `6.8.0-48-generic`.
-    pub kernel: String,
-}
-
-impl Host {
-    /// Copies these facts into the matching fields of `meta` (`hostname`, `cpu_model`,
-    /// `cpu_logical`, `cpu_physical`, `ram_total_bytes`, `os`, `kernel`); other fields are left
-    /// alone. For the runner until [`RunMetadata`] embeds a [`Host`].
-    pub fn fill(&self, meta: &mut RunMetadata) {
-        let Host {
-            hostname,
-            cpu_model,
-            cpu_logical,
-            cpu_physical,
-            ram_total_bytes,
-            os,
-            kernel,
-        } = self.clone();
-        meta.hostname = hostname;
-        meta.cpu_model = cpu_model;
-        meta.cpu_logical = cpu_logical;
-        meta.cpu_physical = cpu_physical;
-        meta.ram_total_bytes = ram_total_bytes;
-        meta.os = os;
-        meta.kernel = kernel;
-    }
-}
+use crate::results::Host;
 
 /// The CPU model from `/proc/cpuinfo` text: the first `model name` (x86, most others), else
 /// `Model` / `Hardware` / `cpu model` (ARM boards, MIPS).
@@ -71,7 +23,7 @@ fn read_trimmed(path: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
-/// Collects the host facts for [`RunMetadata`] (see [`Host::fill`]). Figures that cannot be
+/// Collects the facts of this host. Figures that cannot be
 /// found are `unknown`, 0 or `None`; this never fails.
 pub fn host_info() -> Host {
     let sys = System::new_with_specifics(
@@ -135,6 +87,7 @@ pub fn host_info() -> Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::RunMetadata;
     use std::collections::BTreeSet;
 
     #[test]
@@ -152,10 +105,10 @@ mod tests {
         assert_eq!(parse_cpu_model("processor\t: 0\nmodel name\t:\n"), None);
     }
 
-    /// Serialized, a [`Host`] is exactly the host fields of a result file's [`RunMetadata`]:
-    /// same names, same values, nothing else; and it reads back from such a file.
+    /// A [`Host`] flattened into [`RunMetadata`] gives the result files' host fields: the same
+    /// seven names at the top level, the same values; and it reads back from such a file.
     #[test]
-    fn serializes_as_the_result_files_host_fields() {
+    fn flattens_into_the_result_files_host_fields() {
         let h = Host {
             hostname: "box".into(),
             cpu_model: "Test CPU".into(),
@@ -165,14 +118,14 @@ mod tests {
             os: "Linux (Test 1)".into(),
             kernel: "6.8.0".into(),
         };
-        let mut meta = RunMetadata {
+        let meta = RunMetadata {
             run_id: "r1".into(),
             server: "http://127.0.0.1:11434".into(),
+            host: h.clone(),
             ..RunMetadata::default()
         };
-        h.fill(&mut meta);
-        let host = serde_json::to_value(&h).unwrap();
         let meta_json = serde_json::to_value(&meta).unwrap();
+        let host = serde_json::to_value(&h).unwrap();
         let host = host.as_object().unwrap();
         let keys: BTreeSet<&str> = host.keys().map(String::as_str).collect();
         let want = [
@@ -188,23 +141,19 @@ mod tests {
         for (k, v) in host {
             assert_eq!(&meta_json[k], v, "{k}");
         }
-        let back: Host = serde_json::from_value(meta_json).unwrap();
-        assert_eq!(back, h);
-        // Unknown physical cores stay `null` in both.
-        let h = Host {
-            cpu_physical: None,
-            ..h
-        };
-        h.fill(&mut meta);
-        assert_eq!(
-            serde_json::to_value(&meta).unwrap()["cpu_physical"],
-            serde_json::to_value(&h).unwrap()["cpu_physical"]
-        );
+        assert!(meta_json.get("host").is_none(), "{meta_json}");
+        let back: RunMetadata = serde_json::from_value(meta_json).unwrap();
+        assert_eq!(back.host, h);
+        // A record that holds fewer host facts reads with the rest at their defaults.
+        let few: Host =
+            serde_json::from_str(r#"{"cpu_model":"X","cpu_logical":2,"ram_total_bytes":1}"#)
+                .unwrap();
+        assert_eq!((few.cpu_model.as_str(), few.cpu_physical), ("X", None));
     }
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn live_host_facts_fill_metadata() {
+    fn live_host_facts() {
         let h = host_info();
         assert!(h.cpu_logical >= 1);
         assert!(h.cpu_physical.is_none_or(|p| p >= 1 && p <= h.cpu_logical));
@@ -216,23 +165,5 @@ mod tests {
             read_trimmed("/proc/sys/kernel/osrelease").unwrap()
         );
         assert!(!h.hostname.is_empty() && !h.os.is_empty());
-        let mut meta = RunMetadata {
-            run_id: "r1".into(),
-            ..RunMetadata::default()
-        };
-        h.fill(&mut meta);
-        assert_eq!(meta.cpu_logical, h.cpu_logical);
-        assert_eq!(meta.cpu_physical, h.cpu_physical);
-        assert_eq!(meta.ram_total_bytes, h.ram_total_bytes);
-        assert_eq!(
-            (
-                meta.os.as_str(),
-                meta.kernel.as_str(),
-                meta.hostname.as_str()
-            ),
-            (h.os.as_str(), h.kernel.as_str(), h.hostname.as_str())
-        );
-        assert_eq!(meta.cpu_model, h.cpu_model);
-        assert_eq!(meta.run_id, "r1", "other fields untouched");
     }
 }

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use super::plan::{ContextCap, MemoryEstimate, ModelPlan, kv_bytes_per_token};
-use super::record::{HostFacts, SearchRecord, write_record};
+use super::record::{SearchRecord, write_record};
 use super::search::{SearchInput, run_search};
 use super::{MEMORY_SAFETY, OptConfig, Prober, optimize_test_name, outputs};
 use crate::backend::OllamaClient;
@@ -125,11 +125,7 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
             plan: &plan,
             cfg,
             existing,
-            host: HostFacts {
-                cpu_model: host.cpu_model.clone(),
-                cpu_logical: host.cpu_logical,
-                ram_total_bytes: host.ram_total_bytes,
-            },
+            host,
             server: env.config.base_url.clone(),
         },
         &mut prober,

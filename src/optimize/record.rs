@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::ContextCap;
 use super::{LoadOptions, OptConfig, Phase, options_of};
-use crate::results::{CellResult, Gates, Verdict};
+use crate::results::{CellResult, Gates, Host, Verdict};
 use crate::rundir::{RunDir, StoreError, load_json_dir, save_json};
 use crate::stats::Summary;
 use crate::text::{MISSING, mean_interval};
@@ -220,17 +220,6 @@ pub struct Recommendation {
     pub evidence: Vec<String>,
 }
 
-/// Host facts recorded with the search.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct HostFacts {
-    /// CPU model.
-    pub cpu_model: String,
-    /// Logical CPUs.
-    pub cpu_logical: usize,
-    /// Total memory (bytes).
-    pub ram_total_bytes: u64,
-}
-
 /// Everything one model's search leaves behind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchRecord {
@@ -247,7 +236,7 @@ pub struct SearchRecord {
     /// Harness version.
     pub harness_version: String,
     /// Host.
-    pub host: HostFacts,
+    pub host: Host,
     /// Server address.
     pub server: String,
     /// When the search started (RFC 3339, UTC).

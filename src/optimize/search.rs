@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use super::plan::ModelPlan;
 use super::record::{
-    Candidate, ChoiceOutcome, ContextOutcome, Evidence, HostFacts, ProbeRecord,
-    RECORD_FORMAT_VERSION, Recommendation, SearchRecord, measured_nothing, why_not_run,
+    Candidate, ChoiceOutcome, ContextOutcome, Evidence, ProbeRecord, RECORD_FORMAT_VERSION,
+    Recommendation, SearchRecord, measured_nothing, why_not_run,
 };
 use super::{ALPHA, LoadOptions, MAX_REPEATS, OptConfig, Phase, Prober, optimize_test_name};
 use crate::matrix;
-use crate::results::{CellResult, HARNESS_VERSION, Verdict};
+use crate::results::{CellResult, HARNESS_VERSION, Host, Verdict};
 use crate::stats::{mean, welch};
 
 /// What a search starts from.
@@ -24,7 +24,7 @@ pub struct SearchInput<'a> {
     /// Cell results already on disk (any; only this model's probe names are used).
     pub existing: Vec<CellResult>,
     /// Host facts for the record.
-    pub host: HostFacts,
+    pub host: Host,
     /// Server address for the record.
     pub server: String,
 }

@@ -7,8 +7,8 @@
 use super::{LoadOptions, Prober, options_of};
 use crate::gates::{self, CellFacts};
 use crate::results::{
-    CellResult, CellSpec, CellSummaries, FORMAT_VERSION, HardwareSummary, RunMetadata, StopReason,
-    TrialKind, TrialRecord,
+    CellResult, CellSpec, CellSummaries, FORMAT_VERSION, HardwareSummary, Host, RunMetadata,
+    StopReason, TrialKind, TrialRecord,
 };
 use crate::rundir::{RunDir, save_json};
 use crate::stability;
@@ -155,7 +155,10 @@ impl SimServer {
             stability: st,
             metadata: RunMetadata {
                 run_id: "sim".into(),
-                cpu_model: "simulated CPU".into(),
+                host: Host {
+                    cpu_model: "simulated CPU".into(),
+                    ..Host::default()
+                },
                 server: "sim://".into(),
                 server_version: Some(SIM_VERSION.into()),
                 ..RunMetadata::default()

@@ -8,12 +8,12 @@ use serde_json::json;
 
 use super::outputs::{self, ContinueConfig, Preset};
 use super::plan::{ContextCap, MemoryEstimate, ModelPlan, group_by_name, kv_bytes_per_token};
-use super::record::{HostFacts, SearchRecord, read_records_in};
+use super::record::{SearchRecord, read_records_in};
 use super::search::{Cmp, SearchInput, classify, compare, final_class, run_search};
 use super::sim::{Figure, SimServer, SplitMix64};
 use super::*;
 use crate::gates::Judgement;
-use crate::results::{CellResult, Gates, Verdict};
+use crate::results::{CellResult, Gates, Host, Verdict};
 use crate::rundir::RunDir;
 
 const V_P: Verdict = Verdict::Pass;
@@ -58,11 +58,15 @@ fn cfg(max_probes: u32, batches: &[u32]) -> OptConfig {
     }
 }
 
-fn host() -> HostFacts {
-    HostFacts {
+fn host() -> Host {
+    Host {
+        hostname: "sim-host".into(),
         cpu_model: "simulated CPU".into(),
         cpu_logical: 4,
+        cpu_physical: Some(2),
         ram_total_bytes: 24 << 30,
+        os: "Linux (simulated)".into(),
+        kernel: "6.0.0-sim".into(),
     }
 }
 

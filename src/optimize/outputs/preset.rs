@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use super::{in_integration, without_credentials};
 use crate::backend::LoadOptions;
 use crate::matrix::ctx_label;
-use crate::optimize::record::{HostFacts, SearchRecord};
+use crate::optimize::record::SearchRecord;
 use crate::output::{Output, OutputFile};
-use crate::results::{Gates, Verdict};
+use crate::results::{Gates, Host, Verdict};
 use crate::rundir::RunDir;
 use crate::stability;
 use crate::stats::Summary;
@@ -121,7 +121,7 @@ pub struct Preset {
     /// Server measured.
     pub server: PresetServer,
     /// Host.
-    pub host: HostFacts,
+    pub host: Host,
     /// When the search finished (RFC 3339, UTC; quoted in the YAML so it stays a string).
     pub date: String,
     /// Harness version.
