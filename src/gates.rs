@@ -211,15 +211,14 @@ mod tests {
         }
     }
 
+    /// Judges three valid trials of `ttft` and `tps` with `st` on a quiet host.
+    fn judge3(ttft: &[f64], tps: &[f64], st: &StabilityBreakdown) -> Judgement {
+        judge(&spec(), &sums(ttft, tps), st, &hw(40.0), &facts(3, 3))
+    }
+
     #[test]
     fn clear_pass() {
-        let j = judge(
-            &spec(),
-            &sums(&[4.0, 4.1, 3.9], &[10.0, 10.1, 9.9]),
-            &stab(0.95),
-            &hw(40.0),
-            &facts(3, 3),
-        );
+        let j = judge3(&[4.0, 4.1, 3.9], &[10.0, 10.1, 9.9], &stab(0.95));
         assert_eq!(j.verdict, Verdict::Pass, "{j:?}");
         let r = j.reasons();
         assert!(r[0].starts_with("TTFT mean 4.00 s (95% CI"), "{r:?}");
@@ -232,13 +231,7 @@ mod tests {
 
     #[test]
     fn ttft_over_limit_fails_with_value_and_limit() {
-        let j = judge(
-            &spec(),
-            &sums(&[9.3, 9.4, 9.2], &[10.0, 10.1, 9.9]),
-            &stab(0.95),
-            &hw(40.0),
-            &facts(3, 3),
-        );
+        let j = judge3(&[9.3, 9.4, 9.2], &[10.0, 10.1, 9.9], &stab(0.95));
         assert_eq!(j.verdict, Verdict::Fail);
         assert_eq!(j.failed_gates(), [Gate::Ttft]);
         let r = j.reasons();
@@ -255,26 +248,14 @@ mod tests {
     #[test]
     fn straddling_interval_is_marginal() {
         // Mean 7.5 < 8 but the interval reaches past 8.
-        let j = judge(
-            &spec(),
-            &sums(&[6.5, 7.5, 8.5], &[10.0, 10.1, 9.9]),
-            &stab(0.95),
-            &hw(40.0),
-            &facts(3, 3),
-        );
+        let j = judge3(&[6.5, 7.5, 8.5], &[10.0, 10.1, 9.9], &stab(0.95));
         assert_eq!(j.verdict, Verdict::Marginal, "{j:?}");
         assert!(j.reasons()[0].contains("straddles"), "{j:?}");
     }
 
     #[test]
     fn stability_whose_interval_lies_below_fails() {
-        let j = judge(
-            &spec(),
-            &sums(&[4.0, 4.1, 3.9], &[10.0, 10.1, 9.9]),
-            &stab(0.62),
-            &hw(40.0),
-            &facts(3, 3),
-        );
+        let j = judge3(&[4.0, 4.1, 3.9], &[10.0, 10.1, 9.9], &stab(0.62));
         assert_eq!(j.verdict, Verdict::Fail);
         assert_eq!(j.failed_gates(), [Gate::Stability]);
         assert_eq!(
@@ -287,12 +268,10 @@ mod tests {
     /// limit while its interval reaches above it. That is MARGINAL, not FAIL.
     #[test]
     fn stability_below_the_limit_with_an_interval_above_is_marginal() {
-        let j = judge(
-            &spec(),
-            &sums(&[4.0, 4.1, 3.9], &[10.0, 10.1, 9.9]),
+        let j = judge3(
+            &[4.0, 4.1, 3.9],
+            &[10.0, 10.1, 9.9],
             &stab_ci(0.58, 0.41, 0.97),
-            &hw(40.0),
-            &facts(3, 3),
         );
         assert_eq!(j.verdict, Verdict::Marginal, "{j:?}");
         assert!(j.failed_gates().is_empty());
@@ -414,13 +393,7 @@ mod tests {
 
     #[test]
     fn judgements_round_trip_through_json() {
-        let j = judge(
-            &spec(),
-            &sums(&[6.5, 7.5, 8.5], &[10.0, 10.1, 9.9]),
-            &stab(0.95),
-            &hw(40.0),
-            &facts(3, 3),
-        );
+        let j = judge3(&[6.5, 7.5, 8.5], &[10.0, 10.1, 9.9], &stab(0.95));
         let back: Judgement = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
         assert_eq!(back, j);
     }
