@@ -8,13 +8,15 @@
 //!
 //! Module map: [`matrix`] (the table), [`config`] (environment), [`backend`] (Ollama's native
 //! API), [`workload`] (prompts), [`measure`] (one trial), [`monitor`] (hardware sampler),
-//! [`stats`], [`stability`], [`gates`], [`results`] (files on disk), [`report`], [`runner`]
+//! [`stats`], [`stability`], [`gates`], [`engine`] (llama-bench figures for engine-relative gates),
+//! [`results`] (files on disk), [`report`], [`runner`]
 //! (one cell end to end).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod config;
+pub mod engine;
 pub mod gates;
 pub mod golden;
 pub mod matrix;

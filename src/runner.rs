@@ -202,8 +202,22 @@ pub fn run_cell(spec: &CellSpec, env: &RunEnv) -> Outcome {
 /// Runs one cell with `opts`.
 pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> Outcome {
     let started = Instant::now();
+    // ---- engine-relative gates (src/engine.rs): resolved before the cell runs, because the
+    // stopping rule reads the gates too; a gate that cannot be resolved makes the cell INVALID.
+    let engine = crate::engine::resolve_spec(spec, &env.run_dir);
+    let spec = engine.as_ref().map_or(spec, |s| s.as_ref());
+    if let Some(line) = crate::engine::describe(spec) {
+        progress(spec, &line);
+    }
     let mut cell = Cell::new(spec, env, opts);
-    let cannot_run = RUNTIME.block_on(cell.run());
+    let cannot_run = match &engine {
+        Err(e) => {
+            cell.cell_invalid.push(e.to_string());
+            false
+        }
+        Ok(_) => RUNTIME.block_on(cell.run()),
+    };
+    // ---- end of engine-relative gates
     let result = cell.finish(started.elapsed().as_secs_f64());
     match results::write_cell(&env.run_dir, &result) {
         Ok(path) => progress(spec, &format!("result written to {}", path.display())),

@@ -80,6 +80,7 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
             optional: false,
             optimize: true,
             source: "matrix.csv:2".to_string(),
+            relative_gates: None,
         },
         verdict,
         reasons: match verdict {
