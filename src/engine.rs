@@ -105,9 +105,30 @@ impl EngineEnv {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Reads the settings through `get` (the environment, or a map in tests).
+    /// Reads the settings through `get` (the environment, or a map in tests). A directory
+    /// variable that is unset is read from `backend.env` in the backend cache
+    /// (`O3_CACHE`, default `~/.cache/o3-suite`), where `harness/setup-backend.sh` writes both, so
+    /// `harness/run.sh` and a plain `cargo test` find the backend without sourcing it.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let dir = |var: &str| get(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let cache = get("O3_CACHE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| get("HOME").map(|h| Path::new(&h).join(".cache").join("o3-suite")));
+        let backend_env = cache
+            .and_then(|c| std::fs::read_to_string(c.join("backend.env")).ok())
+            .unwrap_or_default();
+        let from_file = |var: &str| {
+            backend_env.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == var).then(|| v.trim().to_string())
+            })
+        };
+        let dir = |var: &str| {
+            get(var)
+                .or_else(|| from_file(var))
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         Ok(EngineEnv {
             bin_dir: dir("O3_LLAMA_BIN_DIR"),
             models_dir: dir("O3_MODELS_DIR"),
@@ -718,6 +739,24 @@ mod tests {
         assert!(err.to_string().contains("failed to load model"), "{err}");
         assert!(err.to_string().contains("-p 1024 -n 0"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn directories_come_from_backend_env_when_unset() {
+        let cache = std::env::temp_dir().join(format!("o3-engine-env-{}", std::process::id()));
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(
+            cache.join("backend.env"),
+            "O3_LLAMA_BIN_DIR=/c/bin\nO3_MODELS_DIR=/c/models\n",
+        )
+        .unwrap();
+        let c = cache.to_str().unwrap();
+        let e = env(&[("O3_CACHE", c)]).unwrap();
+        assert_eq!(e.bin_dir.as_deref(), Some(Path::new("/c/bin")));
+        assert_eq!(e.models_dir.as_deref(), Some(Path::new("/c/models")));
+        let e = env(&[("O3_CACHE", c), ("O3_MODELS_DIR", "/mine")]).unwrap();
+        assert_eq!(e.models_dir.as_deref(), Some(Path::new("/mine")));
+        std::fs::remove_dir_all(&cache).unwrap();
     }
 
     #[test]
