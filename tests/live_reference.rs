@@ -7,8 +7,9 @@
 //! Without them each test says why and returns; with `O3_REQUIRE_BACKEND=1` that is a failure.
 //!
 //! These are live measurements: they assert what the harness detects (a reload, truncation,
-//! the runner and its memory), never how fast this machine is — except the one agreement the
-//! harness promises, client vs server decode rate within 5 %.
+//! the runner and its memory), never how fast this machine is — except the agreements the
+//! harness promises: client vs server decode rate within 5 %, and client decode vs llama-bench's
+//! within [`DECODE_BAND`].
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -339,9 +340,18 @@ fn ram_delta_grows_with_num_ctx() {
     );
 }
 
-/// Client decode rate ÷ `llama-bench` tg at the same options that the harness must reach.
-/// BAND_TBD
-const DECODE_BAND: (f64, f64) = (0.5, 1.2);
+/// Client decode rate ÷ `llama-bench` tg at the same threads, batch and depth: the band the
+/// harness must be in. The client's rate is the server's (within 5 %, asserted below), and the
+/// server runs the same engine at the same options, so on a quiet machine the ratio is about 1:
+/// llama-bench leaves out sampling, detokenizing and HTTP, which cost a few percent. Figures
+/// (fill 1024, tg128, `-r 2`, this 2-core machine while other jobs shared it): smollm2 client
+/// 11.1 tok/s ÷ tg 11.1 = 1.00; gemma3 client 56.6 ÷ tg 33.7 ± 2.7 = 1.68 with llama-bench run
+/// in a busy moment — the same engine gave tg 53.3 ± 0.2 at depth 2048 a few minutes earlier,
+/// which is 1.06. The band's low end, 0.7, leaves 30 % for a quiet machine's noise and the
+/// server's overhead; its high end, 1.4, is wider because a server cannot decode faster than its
+/// engine, so a ratio above 1 only means llama-bench was slowed. A harness that miscounts tokens
+/// or times by a factor of 2 fails either way.
+const DECODE_BAND: (f64, f64) = (0.7, 1.4);
 
 /// For each reference model at one context and depth: the harness's figures next to
 /// llama-bench's at the same threads, batch and depth (the engine module's runner and cache, so
@@ -391,7 +401,7 @@ fn fidelity_against_llama_bench() {
             (0.95..=1.05).contains(&ratio),
             "{model}: client decode {client:.2} vs server {server:.2} tok/s (ratio {ratio:.3})"
         );
-        // The harness and the server against the engine alone: BAND_TBD
+        // The harness and the server against the engine alone (see DECODE_BAND).
         let ratio = client / tg;
         assert!(
             (DECODE_BAND.0..=DECODE_BAND.1).contains(&ratio),
