@@ -3,6 +3,8 @@
 //! Every variable is parsed strictly: a value that does not parse is an error naming the
 //! variable, the value and what is allowed. See the README for the full list.
 
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::ops::RangeBounds;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -154,27 +156,78 @@ fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn parse_positive(var: &str, value: &str) -> Result<f64, ConfigError> {
-    match value.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(ConfigError {
-            var: var.into(),
-            value: value.into(),
-            allowed: "a positive number".into(),
-        }),
+/// A kind of number a value may be: what [`NumberIn`] parses into.
+pub trait Number: std::str::FromStr + PartialOrd + Copy {
+    /// Whether the value is a real number (false for infinities and NaN).
+    fn is_finite_number(self) -> bool;
+}
+
+impl Number for f64 {
+    fn is_finite_number(self) -> bool {
+        self.is_finite()
     }
 }
 
-fn parse_count(var: &str, value: &str) -> Result<u32, ConfigError> {
-    match value.trim().parse::<u32>() {
-        Ok(v) if v >= 1 => Ok(v),
-        _ => Err(ConfigError {
-            var: var.into(),
-            value: value.into(),
-            allowed: "a whole number ≥ 1".into(),
-        }),
+impl Number for u32 {
+    fn is_finite_number(self) -> bool {
+        true
     }
 }
+
+impl Number for u64 {
+    fn is_finite_number(self) -> bool {
+        true
+    }
+}
+
+/// "A number in a range": the one parser behind the environment variables (here), the matrix
+/// table's number columns ([`crate::matrix`]) and the optimizer's settings
+/// ([`crate::optimize::OptConfig`]). `allowed` is what error messages say is allowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NumberIn<T> {
+    /// Lower end.
+    pub min: Bound<T>,
+    /// Upper end.
+    pub max: Bound<T>,
+    /// What is allowed, in words, e.g. `a whole number ≥ 1`.
+    pub allowed: &'static str,
+}
+
+impl<T: Number> NumberIn<T> {
+    /// The range from `min` to `max`, described as `allowed`.
+    pub const fn new(min: Bound<T>, max: Bound<T>, allowed: &'static str) -> Self {
+        NumberIn { min, max, allowed }
+    }
+
+    /// Parses `value` (surrounding whitespace ignored); `Err(allowed)` when it is not a finite
+    /// number of this kind inside the range.
+    pub fn parse(&self, value: &str) -> Result<T, &'static str> {
+        match value.trim().parse::<T>() {
+            Ok(v) if v.is_finite_number() && (self.min, self.max).contains(&v) => Ok(v),
+            _ => Err(self.allowed),
+        }
+    }
+
+    /// [`NumberIn::parse`] of environment variable `var`, with the error naming it.
+    pub fn parse_var(&self, var: &str, value: &str) -> Result<T, ConfigError> {
+        self.parse(value).map_err(|allowed| ConfigError {
+            var: var.into(),
+            value: value.into(),
+            allowed: allowed.into(),
+        })
+    }
+}
+
+/// Seconds of a timeout: a positive number.
+const SECONDS: NumberIn<f64> = NumberIn::new(Excluded(0.0), Unbounded, "a positive number");
+/// A count of trials, probes, threads…: a whole number ≥ 1.
+pub const COUNT: NumberIn<u32> = NumberIn::new(Included(1), Unbounded, "a whole number ≥ 1");
+/// A share of system RAM.
+pub const PERCENT: NumberIn<f64> =
+    NumberIn::new(Excluded(0.0), Included(100.0), "a percentage in (0, 100]");
+const SAMPLE_HZ: NumberIn<f64> =
+    NumberIn::new(Included(5.0), Included(100.0), "a rate from 5 to 100 (Hz)");
+const SEED: NumberIn<u64> = NumberIn::new(Included(0), Unbounded, "a whole number ≥ 0");
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -214,7 +267,7 @@ impl Config {
         }
         let secs = |var: &str, target: &mut Duration| -> Result<(), ConfigError> {
             if let Some(v) = get(var) {
-                *target = Duration::from_secs_f64(parse_positive(var, &v)?);
+                *target = Duration::from_secs_f64(SECONDS.parse_var(var, &v)?);
             }
             Ok(())
         };
@@ -224,10 +277,10 @@ impl Config {
         secs("O3_TRIAL_TIMEOUT_S", &mut c.trial_timeout)?;
         secs("O3_UNLOAD_TIMEOUT_S", &mut c.unload_timeout)?;
         if let Some(v) = get("O3_MIN_TRIALS") {
-            c.min_trials = parse_count("O3_MIN_TRIALS", &v)?;
+            c.min_trials = COUNT.parse_var("O3_MIN_TRIALS", &v)?;
         }
         if let Some(v) = get("O3_MAX_TRIALS") {
-            c.max_trials = parse_count("O3_MAX_TRIALS", &v)?;
+            c.max_trials = COUNT.parse_var("O3_MAX_TRIALS", &v)?;
         }
         if c.max_trials < c.min_trials {
             return Err(ConfigError {
@@ -237,33 +290,13 @@ impl Config {
             });
         }
         if let Some(v) = get("O3_RAM_LIMIT_PCT") {
-            let p = parse_positive("O3_RAM_LIMIT_PCT", &v)?;
-            if p > 100.0 {
-                return Err(ConfigError {
-                    var: "O3_RAM_LIMIT_PCT".into(),
-                    value: v,
-                    allowed: "a percentage in (0, 100]".into(),
-                });
-            }
-            c.ram_limit_pct = p;
+            c.ram_limit_pct = PERCENT.parse_var("O3_RAM_LIMIT_PCT", &v)?;
         }
         if let Some(v) = get("O3_SAMPLE_HZ") {
-            let hz = parse_positive("O3_SAMPLE_HZ", &v)?;
-            if !(5.0..=100.0).contains(&hz) {
-                return Err(ConfigError {
-                    var: "O3_SAMPLE_HZ".into(),
-                    value: v,
-                    allowed: "a rate from 5 to 100 (Hz)".into(),
-                });
-            }
-            c.sample_hz = hz;
+            c.sample_hz = SAMPLE_HZ.parse_var("O3_SAMPLE_HZ", &v)?;
         }
         if let Some(v) = get("O3_SEED") {
-            c.seed = v.trim().parse().map_err(|_| ConfigError {
-                var: "O3_SEED".into(),
-                value: v.clone(),
-                allowed: "a whole number ≥ 0".into(),
-            })?;
+            c.seed = SEED.parse_var("O3_SEED", &v)?;
         }
         Ok(c)
     }
@@ -356,11 +389,41 @@ mod tests {
     }
 
     #[rstest]
+    #[case(" 2.5 ", Ok(2.5))]
+    #[case("100", Ok(100.0))]
+    #[case("0", Err(()))]
+    #[case("100.5", Err(()))]
+    #[case("inf", Err(()))]
+    #[case("NaN", Err(()))]
+    #[case("", Err(()))]
+    fn numbers_in_a_range(#[case] value: &str, #[case] expected: Result<f64, ()>) {
+        assert_eq!(
+            PERCENT.parse(value).map_err(|allowed| {
+                assert_eq!(allowed, "a percentage in (0, 100]");
+            }),
+            expected
+        );
+    }
+
+    #[test]
+    fn whole_numbers_in_a_range() {
+        assert_eq!(COUNT.parse("1"), Ok(1));
+        assert!(COUNT.parse("0").is_err());
+        assert!(COUNT.parse("1.5").is_err());
+        assert!(COUNT.parse("-1").is_err());
+        assert_eq!(SEED.parse("0"), Ok(0));
+        assert_eq!(SAMPLE_HZ.parse("5"), Ok(5.0));
+        assert!(SAMPLE_HZ.parse("4.99").is_err());
+    }
+
+    #[rstest]
     #[case("O3_REQUIRE_SERVER", "maybe", "one of 1, 0")]
     #[case("O3_MIN_TRIALS", "0", "≥ 1")]
     #[case("O3_MAX_TRIALS", "2", "at least O3_MIN_TRIALS")]
     #[case("O3_TRIAL_TIMEOUT_S", "-3", "positive")]
     #[case("O3_RAM_LIMIT_PCT", "150", "(0, 100]")]
+    #[case("O3_RAM_LIMIT_PCT", "-3", "(0, 100]")]
+    #[case("O3_SEED", "-1", "≥ 0")]
     #[case("O3_SAMPLE_HZ", "1", "from 5 to 100")]
     #[case("O3_RUN_ID", "../x", "without '/'")]
     fn bad_values_name_the_variable(#[case] var: &str, #[case] value: &str, #[case] allowed: &str) {

@@ -165,6 +165,7 @@ mod tests {
             optional: false,
             optimize: true,
             source: "m.csv:2".into(),
+            relative_gates: None,
         }
     }
 

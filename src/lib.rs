@@ -8,15 +8,17 @@
 //!
 //! Module map: [`matrix`] (the table), [`config`] (environment), [`backend`] (Ollama's native
 //! API), [`workload`] (prompts), [`measure`] (one trial), [`monitor`] (hardware sampler),
-//! [`stats`], [`stability`], [`gates`] (the typed judgement), [`results`] (what a cell leaves),
-//! [`rundir`] (the run directory's layout and files), [`report`], [`preflight`], [`runner`]
-//! (one cell end to end, in phases), [`harness`] (the shared test-target `main`), [`date`].
+//! [`stats`], [`stability`], [`gates`] (the typed judgement), [`engine`] (llama-bench figures
+//! for engine-relative gates), [`results`] (what a cell leaves), [`rundir`] (the run
+//! directory's layout and files), [`report`], [`preflight`], [`runner`] (one cell end to end,
+//! in phases), [`harness`] (the shared test-target `main`), [`date`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod config;
 pub mod date;
+pub mod engine;
 pub mod gates;
 pub mod golden;
 pub mod harness;

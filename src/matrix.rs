@@ -23,9 +23,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Bound::{Excluded, Included, Unbounded};
 use std::path::{Path, PathBuf};
 
-use crate::results::{CellSpec, Gates};
+use crate::config::{COUNT, Number, NumberIn, PERCENT};
+use crate::results::{CellSpec, Gates, RelativeGates};
 
 /// Output tokens per trial when the table has no `num_predict` column or leaves it empty.
 pub const DEFAULT_NUM_PREDICT: u32 = 128;
@@ -103,12 +105,9 @@ fn parse_tokens(s: &str) -> Option<u32> {
         Some(d) => (d, 1024u64),
         None => (s, 1),
     };
-    let v: u64 = digits.parse().ok()?;
-    let v = v.checked_mul(mult)?;
-    if v == 0 || v > u32::MAX as u64 {
-        return None;
-    }
-    Some(v as u32)
+    const DIGITS: NumberIn<u64> = NumberIn::new(Included(1), Unbounded, "a whole number ≥ 1");
+    let v = DIGITS.parse(digits).ok()?.checked_mul(mult)?;
+    u32::try_from(v).ok()
 }
 
 fn valid_slug(s: &str) -> bool {
@@ -118,233 +117,90 @@ fn valid_slug(s: &str) -> bool {
         && !s.contains("__")
 }
 
+/// Prefix of an engine-relative gate: `engine*0.5` is 0.5 × the engine's own figure.
+pub const ENGINE_PREFIX: &str = "engine*";
+
+/// A gate as the table gives it: an absolute limit, or a factor on the engine's own figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GateValue {
+    Absolute(f64),
+    Engine(f64),
+}
+
+const POSITIVE: NumberIn<f64> = NumberIn::new(Excluded(0.0), Unbounded, "a number > 0");
+const FRACTION: NumberIn<f64> = NumberIn::new(Included(0.0), Included(1.0), "a number from 0 to 1");
+const TTFT_GATE: &str = "a number > 0 (seconds), or engine*F with F > 0: F × the engine's time to \
+     first token at the cell's options, measured by llama-bench (e.g. engine*3)";
+const DECODE_GATE: &str = "a number > 0 (tokens/s), or engine*F with F > 0: F × the engine's \
+     decode rate at the cell's options and depth, measured by llama-bench (e.g. engine*0.5)";
+
 /// Reads and validates the table at `path`. `default_ram_pct` is used where the table has no
 /// `ram_max_pct`.
 pub fn load(path: &Path, default_ram_pct: f64) -> Result<Vec<CellSpec>, MatrixError> {
-    let text = std::fs::read_to_string(path).map_err(|e| MatrixError {
-        path: path.to_path_buf(),
-        line: None,
-        column: None,
-        value: None,
-        message: format!("cannot read the file: {e} (set O3_MATRIX to choose another table)"),
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        error(
+            path,
+            None,
+            None,
+            None,
+            format!("cannot read the file: {e} (set O3_MATRIX to choose another table)"),
+        )
     })?;
     parse(path, &text, default_ram_pct)
 }
 
+fn error(
+    path: &Path,
+    line: Option<u64>,
+    column: Option<&str>,
+    value: Option<&str>,
+    message: String,
+) -> MatrixError {
+    MatrixError {
+        path: path.to_path_buf(),
+        line,
+        column: column.map(str::to_string),
+        value: value.map(str::to_string),
+        message,
+    }
+}
+
 /// Parses and validates table text (`path` is used in messages only).
 pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSpec>, MatrixError> {
-    let err = |line: Option<u64>, column: Option<&str>, value: Option<&str>, message: String| {
-        MatrixError {
-            path: path.to_path_buf(),
-            line,
-            column: column.map(str::to_string),
-            value: value.map(str::to_string),
-            message,
-        }
-    };
     let mut rdr = csv::ReaderBuilder::new()
         .comment(Some(b'#'))
         .trim(csv::Trim::All)
         .flexible(false)
         .from_reader(text.as_bytes());
-    let headers = rdr
-        .headers()
-        .map_err(|e| err(e.position().map(|p| p.line()), None, None, e.to_string()))?
-        .clone();
-    let header_line = header_line(text);
-    if headers.iter().all(|h| h.is_empty()) {
-        return Err(err(
-            None,
-            None,
-            None,
-            "the table is empty: expected a header row and at least one cell".into(),
-        ));
-    }
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for (i, h) in headers.iter().enumerate() {
-        if !REQUIRED.contains(&h) && !OPTIONAL.contains(&h) {
-            return Err(err(
-                Some(header_line),
-                Some(h),
-                None,
-                format!(
-                    "unknown column; allowed columns are {} (required) and {} (optional)",
-                    REQUIRED.join(", "),
-                    OPTIONAL.join(", ")
-                ),
-            ));
-        }
-        if index.insert(h, i).is_some() {
-            return Err(err(
-                Some(header_line),
-                Some(h),
-                None,
-                "column appears twice".into(),
-            ));
-        }
-    }
-    let missing: Vec<&str> = REQUIRED
-        .iter()
-        .copied()
-        .filter(|c| !index.contains_key(c))
-        .collect();
-    if !missing.is_empty() {
-        return Err(err(
-            Some(header_line),
-            None,
-            None,
-            format!("missing required column(s): {}", missing.join(", ")),
-        ));
-    }
-
+    let columns = Columns::read(path, text, &mut rdr)?;
     let mut cells: Vec<CellSpec> = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
-            err(
+            error(
+                path,
                 e.position().map(|p| p.line()),
                 None,
                 None,
                 format!("malformed row: {e}"),
             )
         })?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
         if rec.iter().all(|f| f.is_empty()) {
             continue;
         }
-        let get = |col: &str| -> &str { index.get(col).and_then(|&i| rec.get(i)).unwrap_or("") };
-        let bad = |col: &str, allowed: &str| {
-            let v = get(col);
-            err(
-                Some(line),
-                Some(col),
-                Some(v),
-                format!("expected {allowed}"),
-            )
+        let row = Row {
+            path,
+            columns: &columns,
+            line: rec.position().map(|p| p.line()).unwrap_or(0),
+            rec: &rec,
         };
-        let tokens = |col: &str| -> Result<u32, MatrixError> {
-            parse_tokens(get(col)).ok_or_else(|| {
-                bad(
-                    col,
-                    "a whole number ≥ 1, optionally with a K suffix (64K = 65536)",
-                )
-            })
-        };
-        let count = |col: &str| -> Result<u32, MatrixError> {
-            match get(col).parse::<u32>() {
-                Ok(v) if v >= 1 => Ok(v),
-                _ => Err(bad(col, "a whole number ≥ 1")),
-            }
-        };
-        let positive = |col: &str| -> Result<f64, MatrixError> {
-            match get(col).parse::<f64>() {
-                Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-                _ => Err(bad(col, "a number > 0")),
-            }
-        };
-
-        let name = get("name");
-        if !valid_slug(name) {
-            return Err(bad(
-                "name",
-                "a slug: a lowercase letter, then lowercase letters, digits or single underscores (e.g. gemma3_tools_27b)",
-            ));
-        }
-        let model = get("model");
-        if model.is_empty() || model.chars().any(char::is_whitespace) {
-            return Err(bad(
-                "model",
-                "a model name without spaces, e.g. qwen2.5:3b-instruct",
-            ));
-        }
-        let num_ctx = tokens("num_ctx")?;
-        let num_predict = if get("num_predict").is_empty() {
-            DEFAULT_NUM_PREDICT
-        } else {
-            count("num_predict")?
-        };
-        let fill_tokens = if get("fill_tokens").is_empty() {
-            default_fill(num_ctx)
-        } else {
-            tokens("fill_tokens")?
-        };
-        if fill_tokens as u64 + num_predict as u64 > num_ctx as u64 {
-            return Err(err(
-                Some(line),
-                Some("fill_tokens"),
-                Some(get("fill_tokens")),
-                format!(
-                    "fill_tokens {fill_tokens} + num_predict {num_predict} exceeds num_ctx {num_ctx}: \
-                     the prompt and answer must fit the context, or the server truncates"
-                ),
-            ));
-        }
-        let num_batch = count("num_batch")?;
-        let num_thread = count("num_thread")?;
-        let ttft_max_s = positive("ttft_max_s")?;
-        let tok_s_min = positive("tok_s_min")?;
-        let stability_min = match get("stability_min").parse::<f64>() {
-            Ok(v) if (0.0..=1.0).contains(&v) => v,
-            _ => return Err(bad("stability_min", "a number from 0 to 1")),
-        };
-        let ram_max_pct = if get("ram_max_pct").is_empty() {
-            default_ram_pct
-        } else {
-            match get("ram_max_pct").parse::<f64>() {
-                Ok(v) if v > 0.0 && v <= 100.0 => v,
-                _ => return Err(bad("ram_max_pct", "a percentage in (0, 100]")),
-            }
-        };
-        let optional = match get("optional").to_ascii_lowercase().as_str() {
-            "" | "false" | "no" | "0" => false,
-            "true" | "yes" | "1" => true,
-            _ => return Err(bad("optional", "true or false")),
-        };
-        let optimize = match get("optimize").to_ascii_lowercase().as_str() {
-            "" | "true" | "yes" | "1" => true,
-            "false" | "no" | "0" => false,
-            _ => return Err(bad("optimize", "true or false")),
-        };
-        let use_case = get("use_case");
-        if use_case.is_empty() {
-            return Err(bad("use_case", "a short description of the use case"));
-        }
-
-        let tname = test_name(name, num_ctx);
-        if let Some(first) = seen.insert(tname.clone(), line) {
-            return Err(err(
-                Some(line),
-                Some("name"),
-                Some(name),
-                format!(
-                    "duplicate cell {tname}: line {first} already defines it (name + num_ctx must be unique)"
-                ),
-            ));
-        }
-        cells.push(CellSpec {
-            test_name: tname,
-            name: name.to_string(),
-            model: model.to_string(),
-            category: get("category").to_string(),
-            num_ctx,
-            fill_tokens,
-            num_batch,
-            num_thread,
-            num_predict,
-            gates: Gates {
-                ttft_max_s,
-                tok_s_min,
-                stability_min,
-                ram_max_pct,
-            },
-            use_case: use_case.to_string(),
-            optional,
-            optimize,
-            source: format!("{}:{line}", path.display()),
-        });
+        let cell = row.cell(default_ram_pct)?;
+        row.check_unique(&cell, &mut seen)?;
+        cells.push(cell);
     }
     if cells.is_empty() {
-        return Err(err(
+        return Err(error(
+            path,
             None,
             None,
             None,
@@ -352,6 +208,295 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
         ));
     }
     Ok(cells)
+}
+
+/// The header: which column is where.
+struct Columns {
+    index: HashMap<String, usize>,
+}
+
+impl Columns {
+    /// Reads the header row and checks it: not empty, no unknown or repeated column, every
+    /// required column present.
+    fn read(path: &Path, text: &str, rdr: &mut csv::Reader<&[u8]>) -> Result<Columns, MatrixError> {
+        let headers = rdr.headers().map_err(|e| {
+            error(
+                path,
+                e.position().map(|p| p.line()),
+                None,
+                None,
+                e.to_string(),
+            )
+        })?;
+        if headers.iter().all(|h| h.is_empty()) {
+            return Err(error(
+                path,
+                None,
+                None,
+                None,
+                "the table is empty: expected a header row and at least one cell".into(),
+            ));
+        }
+        let line = Some(header_line(text));
+        let mut index = HashMap::new();
+        for (i, h) in headers.iter().enumerate() {
+            if !REQUIRED.contains(&h) && !OPTIONAL.contains(&h) {
+                return Err(error(
+                    path,
+                    line,
+                    Some(h),
+                    None,
+                    format!(
+                        "unknown column; allowed columns are {} (required) and {} (optional)",
+                        REQUIRED.join(", "),
+                        OPTIONAL.join(", ")
+                    ),
+                ));
+            }
+            if index.insert(h.to_string(), i).is_some() {
+                return Err(error(
+                    path,
+                    line,
+                    Some(h),
+                    None,
+                    "column appears twice".into(),
+                ));
+            }
+        }
+        let missing: Vec<&str> = REQUIRED
+            .iter()
+            .copied()
+            .filter(|c| !index.contains_key(*c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(error(
+                path,
+                line,
+                None,
+                None,
+                format!("missing required column(s): {}", missing.join(", ")),
+            ));
+        }
+        Ok(Columns { index })
+    }
+}
+
+/// One data row, with what its messages need (file, line).
+struct Row<'a> {
+    path: &'a Path,
+    columns: &'a Columns,
+    line: u64,
+    rec: &'a csv::StringRecord,
+}
+
+impl Row<'_> {
+    /// The value of `col` ("" when the table has no such column).
+    fn get(&self, col: &str) -> &str {
+        self.columns
+            .index
+            .get(col)
+            .and_then(|&i| self.rec.get(i))
+            .unwrap_or("")
+    }
+
+    /// The error for `col`'s value: it should have been `allowed`.
+    fn bad(&self, col: &str, allowed: &str) -> MatrixError {
+        self.error(col, format!("expected {allowed}"))
+    }
+
+    fn error(&self, col: &str, message: String) -> MatrixError {
+        error(
+            self.path,
+            Some(self.line),
+            Some(col),
+            Some(self.get(col)),
+            message,
+        )
+    }
+
+    /// `col` as a number in `range`.
+    fn number<T: Number>(&self, col: &str, range: &NumberIn<T>) -> Result<T, MatrixError> {
+        range
+            .parse(self.get(col))
+            .map_err(|allowed| self.bad(col, allowed))
+    }
+
+    /// `col` as a number in `range`, or `default` when empty.
+    fn number_or<T: Number>(
+        &self,
+        col: &str,
+        range: &NumberIn<T>,
+        default: T,
+    ) -> Result<T, MatrixError> {
+        if self.get(col).is_empty() {
+            Ok(default)
+        } else {
+            self.number(col, range)
+        }
+    }
+
+    /// `col` as a token count (`65536` or `64K`).
+    fn tokens(&self, col: &str) -> Result<u32, MatrixError> {
+        parse_tokens(self.get(col)).ok_or_else(|| {
+            self.bad(
+                col,
+                "a whole number ≥ 1, optionally with a K suffix (64K = 65536)",
+            )
+        })
+    }
+
+    /// `col` as true/false, `default` when empty.
+    fn flag(&self, col: &str, default: bool) -> Result<bool, MatrixError> {
+        match self.get(col).to_ascii_lowercase().as_str() {
+            "" => Ok(default),
+            "true" | "yes" | "1" => Ok(true),
+            "false" | "no" | "0" => Ok(false),
+            _ => Err(self.bad(col, "true or false")),
+        }
+    }
+
+    /// `col` as a gate: a number > 0, or `engine*F`.
+    fn gate(&self, col: &str, allowed: &str) -> Result<GateValue, MatrixError> {
+        let v = self.get(col);
+        let parsed = match v.strip_prefix(ENGINE_PREFIX) {
+            Some(factor) => POSITIVE.parse(factor).map(GateValue::Engine),
+            None => POSITIVE.parse(v).map(GateValue::Absolute),
+        };
+        parsed.map_err(|_| self.bad(col, allowed))
+    }
+
+    /// `col` as text that must not be empty.
+    fn text(&self, col: &str, allowed: &str) -> Result<&str, MatrixError> {
+        match self.get(col) {
+            "" => Err(self.bad(col, allowed)),
+            v => Ok(v),
+        }
+    }
+
+    fn name(&self) -> Result<&str, MatrixError> {
+        let name = self.get("name");
+        if valid_slug(name) {
+            Ok(name)
+        } else {
+            Err(self.bad(
+                "name",
+                "a slug: a lowercase letter, then lowercase letters, digits or single underscores (e.g. gemma3_tools_27b)",
+            ))
+        }
+    }
+
+    fn model(&self) -> Result<&str, MatrixError> {
+        let model = self.get("model");
+        if model.is_empty() || model.chars().any(char::is_whitespace) {
+            Err(self.bad(
+                "model",
+                "a model name without spaces, e.g. qwen2.5:3b-instruct",
+            ))
+        } else {
+            Ok(model)
+        }
+    }
+
+    /// `fill_tokens` (the default fill when empty), checked to fit `num_ctx` with the answer.
+    fn fill(&self, num_ctx: u32, num_predict: u32) -> Result<u32, MatrixError> {
+        let fill_tokens = if self.get("fill_tokens").is_empty() {
+            default_fill(num_ctx)
+        } else {
+            self.tokens("fill_tokens")?
+        };
+        if fill_tokens as u64 + num_predict as u64 > num_ctx as u64 {
+            return Err(self.error(
+                "fill_tokens",
+                format!(
+                    "fill_tokens {fill_tokens} + num_predict {num_predict} exceeds num_ctx {num_ctx}: \
+                     the prompt and answer must fit the context, or the server truncates"
+                ),
+            ));
+        }
+        Ok(fill_tokens)
+    }
+
+    /// The gates: absolute limits, and the engine-relative factors when the table gives any.
+    /// A relative limit's place in [`Gates`] holds a value that fails every measurement (TTFT
+    /// 0 s, decode `f64::MAX`) until [`crate::engine::resolve_gates`] replaces it, so a cell
+    /// judged unresolved cannot pass.
+    fn gates(&self, default_ram_pct: f64) -> Result<(Gates, Option<RelativeGates>), MatrixError> {
+        let ttft = self.gate("ttft_max_s", TTFT_GATE)?;
+        let tok_s = self.gate("tok_s_min", DECODE_GATE)?;
+        let gates = Gates {
+            ttft_max_s: match ttft {
+                GateValue::Absolute(v) => v,
+                GateValue::Engine(_) => 0.0,
+            },
+            tok_s_min: match tok_s {
+                GateValue::Absolute(v) => v,
+                GateValue::Engine(_) => f64::MAX,
+            },
+            stability_min: self.number("stability_min", &FRACTION)?,
+            ram_max_pct: self.number_or("ram_max_pct", &PERCENT, default_ram_pct)?,
+        };
+        let factor = |g| match g {
+            GateValue::Engine(f) => Some(f),
+            GateValue::Absolute(_) => None,
+        };
+        let relative = RelativeGates {
+            ttft_factor: factor(ttft),
+            tok_s_factor: factor(tok_s),
+            engine: None,
+        };
+        let any = relative.ttft_factor.is_some() || relative.tok_s_factor.is_some();
+        Ok((gates, any.then_some(relative)))
+    }
+
+    /// The cell this row defines.
+    fn cell(&self, default_ram_pct: f64) -> Result<CellSpec, MatrixError> {
+        let name = self.name()?;
+        let model = self.model()?;
+        let num_ctx = self.tokens("num_ctx")?;
+        let num_predict = self.number_or("num_predict", &COUNT, DEFAULT_NUM_PREDICT)?;
+        let fill_tokens = self.fill(num_ctx, num_predict)?;
+        let num_batch = self.number("num_batch", &COUNT)?;
+        let num_thread = self.number("num_thread", &COUNT)?;
+        let (gates, relative_gates) = self.gates(default_ram_pct)?;
+        let optional = self.flag("optional", false)?;
+        let optimize = self.flag("optimize", true)?;
+        let use_case = self.text("use_case", "a short description of the use case")?;
+        Ok(CellSpec {
+            test_name: test_name(name, num_ctx),
+            name: name.to_string(),
+            model: model.to_string(),
+            category: self.get("category").to_string(),
+            num_ctx,
+            fill_tokens,
+            num_batch,
+            num_thread,
+            num_predict,
+            gates,
+            use_case: use_case.to_string(),
+            optional,
+            optimize,
+            source: format!("{}:{}", self.path.display(), self.line),
+            relative_gates,
+        })
+    }
+
+    /// Fails when an earlier row already defined the same cell (name + num_ctx).
+    fn check_unique(
+        &self,
+        cell: &CellSpec,
+        seen: &mut HashMap<String, u64>,
+    ) -> Result<(), MatrixError> {
+        match seen.insert(cell.test_name.clone(), self.line) {
+            Some(first) => Err(self.error(
+                "name",
+                format!(
+                    "duplicate cell {}: line {first} already defines it (name + num_ctx must be unique)",
+                    cell.test_name
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Line number of the header row (the first line that is neither empty nor a comment).
@@ -475,6 +620,39 @@ mod tests {
     }
 
     #[test]
+    fn engine_relative_gates() {
+        let cells = p(&table(&[
+            "a,m,c,2048,100,8,2,engine*3,engine*0.5,0.5,u",
+            "b,m,c,2048,100,8,2,30,engine*0.25,0.5,u",
+            "c,m,c,2048,100,8,2,30,1,0.5,u",
+        ]))
+        .unwrap();
+        let rel = cells[0].relative_gates.as_ref().unwrap();
+        assert_eq!((rel.ttft_factor, rel.tok_s_factor), (Some(3.0), Some(0.5)));
+        assert!(rel.engine.is_none());
+        let rel = cells[1].relative_gates.as_ref().unwrap();
+        assert_eq!((rel.ttft_factor, rel.tok_s_factor), (None, Some(0.25)));
+        assert_eq!(cells[1].gates.ttft_max_s, 30.0);
+        assert!(cells[2].relative_gates.is_none());
+    }
+
+    #[rstest]
+    #[case("a,m,c,2048,100,8,2,engine*0,1,0.5,u", "ttft_max_s", "engine*0")]
+    #[case("a,m,c,2048,100,8,2,engine*,1,0.5,u", "ttft_max_s", "engine*")]
+    #[case("a,m,c,2048,100,8,2,30,engine*x,0.5,u", "tok_s_min", "engine*x")]
+    #[case("a,m,c,2048,100,8,2,30,engine/2,0.5,u", "tok_s_min", "engine/2")]
+    #[case("a,m,c,2048,100,8,2,30,1,engine*1,u", "stability_min", "engine*1")]
+    fn bad_engine_gates(#[case] row: &str, #[case] column: &str, #[case] value: &str) {
+        let e = p(&table(&[row])).unwrap_err();
+        assert_eq!(e.column.as_deref(), Some(column), "{e}");
+        assert_eq!(e.value.as_deref(), Some(value), "{e}");
+        if column != "stability_min" {
+            assert!(e.message.contains("engine*F with F > 0"), "{e}");
+            assert!(e.message.contains("llama-bench"), "{e}");
+        }
+    }
+
+    #[test]
     fn bad_value_is_quoted_in_the_message() {
         let e = p(&table(&["a,m,c,12Q,100,8,2,30,1,0.5,u"])).unwrap_err();
         assert_eq!(e.value.as_deref(), Some("12Q"));
@@ -572,7 +750,19 @@ mod tests {
             (g.ttft_max_s, g.tok_s_min, g.stability_min),
             (8.0, 6.0, 0.8)
         );
+        assert!(
+            user.iter().all(|c| c.relative_gates.is_none()),
+            "the user's gates are absolute"
+        );
         let reference = load(&root.join("reference.csv"), 80.0).unwrap();
         assert!(reference.len() >= 6);
+        for c in &reference {
+            let rel = c.relative_gates.as_ref();
+            assert!(
+                rel.is_some_and(|r| r.ttft_factor.is_some() && r.tok_s_factor.is_some()),
+                "{}: the reference gates are engine-relative",
+                c.test_name
+            );
+        }
     }
 }

@@ -70,6 +70,69 @@ pub struct CellSpec {
     pub optimize: bool,
     /// Table file and line the cell came from.
     pub source: String,
+    /// Gates the table gave relative to the engine (`engine*F`); `None` when both are absolute.
+    /// Resolved into [`CellSpec::gates`] by [`crate::engine::resolve_gates`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_gates: Option<RelativeGates>,
+}
+
+/// Gates relative to the engine's own speed on this machine (the table's `engine*F`), and once
+/// resolved, the engine figures they were computed from. See [`crate::engine`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelativeGates {
+    /// `ttft_max_s = engine*F`: the TTFT limit is F × the engine's time to first token, plus
+    /// the load a valid trial may contain.
+    pub ttft_factor: Option<f64>,
+    /// `tok_s_min = engine*F`: the decode limit is F × the engine's decode rate.
+    pub tok_s_factor: Option<f64>,
+    /// The engine figures the limits in [`CellSpec::gates`] were computed from (`None` until
+    /// resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineFigures>,
+}
+
+/// One `llama-bench` test: mean rate, spread and the per-repetition rates (tokens/s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchFigure {
+    /// `llama-bench`'s test label, e.g. `pp1024` or `tg128 @ d1024`.
+    pub test: String,
+    /// Mean tokens/s (`avg_ts`).
+    pub mean_tps: f64,
+    /// Standard deviation of tokens/s over the repetitions (`stddev_ts`).
+    pub stddev_tps: f64,
+    /// Tokens/s of each repetition (`samples_ts`).
+    pub samples_tps: Vec<f64>,
+}
+
+/// The engine's own speed at a cell's options, measured by `llama-bench` on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineFigures {
+    /// The GGUF file measured.
+    pub model_file: String,
+    /// `-t`.
+    pub threads: u32,
+    /// `-b` (`-ub` is min(batch, 512), as the reference server runs llama-server).
+    pub batch: u32,
+    /// Prompt tokens of the prefill test, and the depth of the decode test (the cell's fill).
+    pub fill_tokens: u32,
+    /// Tokens of the decode test (the cell's `num_predict`).
+    pub num_predict: u32,
+    /// Prefill of `fill_tokens` from an empty cache.
+    pub prefill: BenchFigure,
+    /// Decode of `num_predict` tokens after `fill_tokens` of context.
+    pub decode: BenchFigure,
+    /// The engine's time to first token: `fill_tokens / prefill + 1 / decode` (seconds).
+    pub ttft_s: f64,
+    /// Load a valid trial's TTFT may contain on top (seconds), added unscaled to the TTFT limit.
+    pub load_allowance_s: f64,
+    /// The command lines run.
+    pub commands: Vec<String>,
+    /// `llama-bench`'s build: `<commit> (<build number>)`.
+    pub build: String,
+    /// When it was measured (seconds since the Unix epoch).
+    pub measured_at_unix_s: u64,
+    /// Wall time of the `llama-bench` runs (seconds).
+    pub wall_s: f64,
 }
 
 /// Which phase a trial belongs to.

@@ -5,6 +5,7 @@
 //!   latest -> <run id>                      the newest run (a relative symlink)
 //!   <run id>/
 //!     cells/<test name, :: → __>.json       one result per cell (crate::results::CellResult)
+//!     engine/<benchmark key>.json           llama-bench figures of engine-relative gates
 //!     comparative_analysis/                 reports (crate::report), rebuilt after every cell
 //!       optimize/<name>.json                the optimizer's search records
 //!       integration_configs/                presets, Modelfiles, the Continue config
@@ -30,6 +31,8 @@ pub const REPORTS_DIR: &str = "comparative_analysis";
 pub const RECORDS_DIR: &str = "optimize";
 /// Directory (under [`REPORTS_DIR`]) of presets, Modelfiles and the Continue config.
 pub const INTEGRATION_DIR: &str = "integration_configs";
+/// Directory of the engine's own figures (llama-bench), cached per run.
+pub const ENGINE_DIR: &str = "engine";
 /// The link to the newest run, in the results directory.
 pub const LATEST: &str = "latest";
 
@@ -108,6 +111,11 @@ impl RunDir {
         let mut cells: Vec<CellResult> = load_json_dir(&self.cells_dir())?;
         cells.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
         Ok(cells)
+    }
+
+    /// The cached engine figures of a benchmark key: `engine/<key>.json`.
+    pub fn engine_path(&self, key: &str) -> PathBuf {
+        self.root.join(ENGINE_DIR).join(format!("{key}.json"))
     }
 
     /// `comparative_analysis/`.

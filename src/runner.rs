@@ -123,6 +123,9 @@ pub enum CellRun {
 /// The outputs of the phases of a cell that ran.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ran {
+    /// The cell as measured, when it differs from the table's row: its engine-relative gates
+    /// resolved to limits ([`crate::engine`]).
+    pub spec: Option<CellSpec>,
     /// Host, server and model facts.
     pub meta: RunMetadata,
     /// The load, when it succeeded.
@@ -172,6 +175,7 @@ pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
         }
         CellRun::Ran(r) => *r,
     };
+    let spec = ran.spec.as_ref().unwrap_or(spec);
     let summaries = summarize_trials(&ran.trials);
     let stability = stability::score(&ran.trials);
     let measured = || ran.trials.iter().filter(|t| t.kind == TrialKind::Measured);
@@ -221,6 +225,7 @@ pub fn rejudge(r: &CellResult) -> CellResult {
         return r.clone();
     }
     let ran = Ran {
+        spec: None,
         meta: r.metadata.clone(),
         load: Some(Loaded {
             load_s: r.load_s,
@@ -294,15 +299,6 @@ async fn phases(
         }
     };
     record_facts(&mut meta, &facts);
-    let req = Requests {
-        spec,
-        config: &env.config,
-        think_false: facts.show.can_think(),
-        truncate_false: opts.truncate_false && supports_truncate_flag(&facts.version),
-    };
-    meta.think_false_sent = req.think_false;
-    meta.truncate_false_sent = req.truncate_false;
-    meta.options_sent = req.request(String::new(), spec.num_predict).options();
     let mut ran = Ran {
         meta,
         ..Ran::default()
@@ -312,6 +308,30 @@ async fn phases(
         ran.problems.push(p);
         return CellRun::Ran(Box::new(ran));
     }
+    // Engine-relative gates (src/engine.rs) are resolved once the server is known to be there
+    // and before anything is measured: the stopping rule reads the gates too. A gate that
+    // cannot be resolved makes the cell INVALID.
+    let resolved = match crate::engine::resolve_spec(spec, &env.run_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            ran.problems.push(e.to_string());
+            return CellRun::Ran(Box::new(ran));
+        }
+    };
+    let spec: &CellSpec = &resolved;
+    if let Some(line) = crate::engine::describe(spec) {
+        progress(spec, &line);
+    }
+    ran.spec = Some(spec.clone());
+    let req = Requests {
+        spec,
+        config: &env.config,
+        think_false: facts.show.can_think(),
+        truncate_false: opts.truncate_false && supports_truncate_flag(&facts.version),
+    };
+    ran.meta.think_false_sent = req.think_false;
+    ran.meta.truncate_false_sent = req.truncate_false;
+    ran.meta.options_sent = req.request(String::new(), spec.num_predict).options();
     if let Err(e) = clean_slate(&client, &env.config).await {
         ran.problems
             .push(format!("could not unload models before the cell: {e}"));

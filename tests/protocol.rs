@@ -59,6 +59,7 @@ fn spec(test_name: &str) -> CellSpec {
         optional: false,
         optimize: true,
         source: "tests/protocol.rs".to_string(),
+        relative_gates: None,
     }
 }
 

@@ -58,10 +58,12 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 
+use std::ops::Bound::{Excluded, Included, Unbounded};
+
 use serde::{Deserialize, Serialize};
 
 use crate::backend::LoadOptions;
-use crate::config::ConfigError;
+use crate::config::{COUNT, ConfigError, NumberIn};
 use crate::matrix::ctx_label;
 use crate::results::{CellResult, CellSpec};
 
@@ -117,52 +119,33 @@ impl OptConfig {
     /// Reads the settings through `get` (the environment, or a map in tests). A value that does
     /// not parse is an error naming the variable, the value and what is allowed.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        const GRID: NumberIn<u32> =
+            NumberIn::new(Included(256), Unbounded, "a whole number ≥ 256 (tokens)");
+        const BUDGET: NumberIn<f64> =
+            NumberIn::new(Excluded(0.0), Unbounded, "a positive number of seconds");
         let mut c = OptConfig::default();
-        let err = |var: &str, value: &str, allowed: &str| ConfigError {
-            var: var.into(),
-            value: value.into(),
-            allowed: allowed.into(),
-        };
-        let count = |var: &str, v: &str| -> Result<u32, ConfigError> {
-            match v.trim().parse::<u32>() {
-                Ok(n) if n >= 1 => Ok(n),
-                _ => Err(err(var, v, "a whole number ≥ 1")),
-            }
-        };
         if let Some(v) = get("O3_OPT_GRID_TOKENS") {
-            let n = count("O3_OPT_GRID_TOKENS", &v)?;
-            if n < 256 {
-                return Err(err(
-                    "O3_OPT_GRID_TOKENS",
-                    &v,
-                    "a whole number ≥ 256 (tokens)",
-                ));
-            }
-            c.grid_tokens = n;
+            c.grid_tokens = GRID.parse_var("O3_OPT_GRID_TOKENS", &v)?;
         }
         if let Some(v) = get("O3_OPT_MAX_PROBES") {
-            c.max_probes = count("O3_OPT_MAX_PROBES", &v)?;
+            c.max_probes = COUNT.parse_var("O3_OPT_MAX_PROBES", &v)?;
         }
         if let Some(v) = get("O3_OPT_BUDGET_S") {
-            c.budget_s = match v.trim().parse::<f64>() {
-                Ok(s) if s.is_finite() && s > 0.0 => s,
-                _ => return Err(err("O3_OPT_BUDGET_S", &v, "a positive number of seconds")),
-            };
+            c.budget_s = BUDGET.parse_var("O3_OPT_BUDGET_S", &v)?;
         }
         if let Some(v) = get("O3_OPT_MAX_THREADS") {
-            c.max_threads = Some(count("O3_OPT_MAX_THREADS", &v)?);
+            c.max_threads = Some(COUNT.parse_var("O3_OPT_MAX_THREADS", &v)?);
         }
         if let Some(v) = get("O3_OPT_BATCHES") {
-            let mut batches = Vec::new();
-            for part in v.split(',') {
-                batches.push(count("O3_OPT_BATCHES", part).map_err(|_| {
-                    err(
-                        "O3_OPT_BATCHES",
-                        &v,
-                        "comma-separated whole numbers ≥ 1, e.g. 64,256,512",
-                    )
-                })?);
-            }
+            let mut batches = v
+                .split(',')
+                .map(|part| COUNT.parse(part))
+                .collect::<Result<Vec<u32>, _>>()
+                .map_err(|_| ConfigError {
+                    var: "O3_OPT_BATCHES".into(),
+                    value: v.clone(),
+                    allowed: "comma-separated whole numbers ≥ 1, e.g. 64,256,512".into(),
+                })?;
             batches.sort_unstable();
             batches.dedup();
             c.batches = batches;

@@ -85,6 +85,7 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
         optional: false,
         optimize: true,
         source: "matrix.csv:2".to_string(),
+        relative_gates: None,
     };
     let stability = StabilityBreakdown {
         score: 0.9,
