@@ -1129,7 +1129,11 @@ fn a_server_busy_for_good_is_invalid_after_bounded_retries(
     #[case] error: &str,
 ) {
     let script = Script::new(MODEL).answer("GET /api/version", Answer::Always(Raw::busy(secs)));
-    let ran = run("scripted_busy_forever::ctx_8k", script);
+    // The bound of each small request: 5 s + 2 s.
+    let ran = run_script("scripted_busy_forever::ctx_8k", script, |c| {
+        c.connect_timeout = Duration::from_secs(5);
+        c.chunk_gap_timeout = Duration::from_secs(2);
+    });
     let host = ran.server.host();
     ran.expect_invalid(
         StopReason::NotStarted,
