@@ -1184,7 +1184,7 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..n {
             out.extend_from_slice(
-                format!("{{\"response\":\"tok{i} \\u00e9\",\"done\":false}}\n").as_bytes(),
+                format!("{{\"response\":\"tok{i} é€\",\"done\":false}}\n").as_bytes(),
             );
         }
         out.extend_from_slice(b"{\"response\":\"\",\"thinking\":\"hm\",\"done\":false}\n\n");
@@ -1246,6 +1246,7 @@ mod tests {
         let whole = stream(12);
         let expected = read(&[&whole]).expect("the stream parses");
         assert_eq!(expected.0.len(), 14);
+        assert_eq!(expected.0[0], ("tok0 é€".to_string(), String::new(), false));
         assert_eq!(
             expected.1.prompt_eval_count,
             Some(4_294_967_552),
