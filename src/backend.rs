@@ -3,17 +3,64 @@
 //!
 //! Streams are read as NDJSON, line by line as the bytes arrive; each line is stamped with the
 //! client clock when its bytes arrived. An `{"error": …}` line inside a 200 stream, or a stream
-//! that ends without `done: true`, is an error of its own kind.
+//! that ends without `done: true`, is an error of its own kind. Reading is linear (only the
+//! bytes that just arrived are searched for a newline) and a line longer than
+//! [`MAX_LINE_BYTES`] is an error.
+//!
+//! The small, non-streaming calls (`/api/version`, `/api/tags`, `/api/show`, `/api/ps`, unload)
+//! are bounded by the configured timeouts: `O3_CONNECT_TIMEOUT_S` + `O3_CHUNK_GAP_TIMEOUT_S`
+//! for the whole request (see [`OllamaClient::info_timeout`]). A 429 or 503 with a
+//! `Retry-After` header is retried, at most [`MAX_ATTEMPTS`] attempts in all and within the
+//! request's own timeout; every retry is recorded ([`Retried`]).
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::Config;
 
-/// Timeout of the small, non-streaming calls (`/api/version`, `/api/tags`, `/api/show`, `/api/ps`).
-pub const INFO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest NDJSON line accepted from a stream (1 MiB). Ollama's lines carry one token or a
+/// few (a few hundred bytes with the final metrics); a megabyte without a newline is not
+/// Ollama's wire format, and reading on would buffer without bound.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Attempts of one request at most, the first included, when the server answers 429 or 503
+/// with a `Retry-After`.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// How much of a body an error quotes (characters).
+pub const BODY_QUOTE_CHARS: usize = 200;
+
+/// Retries of one request after 429/503 with `Retry-After`: how many, and how long the client
+/// waited in all.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Retried {
+    /// Retries (attempts after the first).
+    pub retries: u32,
+    /// Seconds waited before them, in all.
+    pub waited_s: f64,
+    /// The last status that was retried (429 or 503).
+    pub status: u16,
+}
+
+impl std::fmt::Display for Retried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} retr{} after HTTP {} with Retry-After, {:.1} s waited",
+            self.retries,
+            if self.retries == 1 { "y" } else { "ies" },
+            self.status,
+            self.waited_s
+        )
+    }
+}
+
+fn retried_suffix(r: &Option<Retried>) -> String {
+    r.map_or(String::new(), |r| format!(" ({r})"))
+}
 
 /// Errors talking to the server. Messages name the host or model and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +74,30 @@ pub enum BackendError {
         detail: String,
     },
     /// The server answered with an error status.
-    #[error("{endpoint} answered HTTP {status}: {message}")]
+    #[error("{endpoint} answered HTTP {status}: {message}{}", retried_suffix(.retried))]
     Http {
         /// The endpoint, e.g. `POST /api/generate`.
         endpoint: String,
         /// HTTP status.
         status: u16,
-        /// The server's `error` message (or the body).
+        /// The server's `error` message (or the start of the body, at most
+        /// [`BODY_QUOTE_CHARS`] characters).
         message: String,
+        /// The retries made before this answer, if any.
+        retried: Option<Retried>,
+    },
+    /// The server answered, but the body is not what the endpoint returns (HTML, invalid JSON,
+    /// JSON of another shape).
+    #[error("{endpoint} answered HTTP {status} with {what}: {body:?}")]
+    Malformed {
+        /// The endpoint, e.g. `GET /api/version`.
+        endpoint: String,
+        /// HTTP status.
+        status: u16,
+        /// What is wrong with the body.
+        what: String,
+        /// The start of the body (at most [`BODY_QUOTE_CHARS`] characters, `…` when cut).
+        body: String,
     },
     /// A wait ran out.
     #[error("timed out after {after_s:.1} s waiting for {phase}")]
@@ -49,6 +112,16 @@ pub enum BackendError {
     StreamError {
         /// The server's message.
         message: String,
+        /// Chunks received before it.
+        chunks: usize,
+    },
+    /// A stream line longer than the limit ([`MAX_LINE_BYTES`]).
+    #[error(
+        "stream line longer than {limit} bytes after {chunks} chunk(s): not Ollama's wire format"
+    )]
+    LineTooLong {
+        /// The limit (bytes).
+        limit: usize,
         /// Chunks received before it.
         chunks: usize,
     },
@@ -220,8 +293,10 @@ pub struct Completed {
     pub events: Vec<StreamEvent>,
     /// Metrics of the final line.
     pub metrics: FinalMetrics,
-    /// Request start → final line.
+    /// Request start → final line (the start of the attempt that streamed).
     pub e2e: Duration,
+    /// Retries before the stream (429/503 with `Retry-After`), if any.
+    pub retried: Option<Retried>,
 }
 
 #[derive(Deserialize)]
@@ -312,22 +387,90 @@ impl GenerateRequest {
     }
 }
 
-/// Client of one Ollama server.
-#[derive(Debug, Clone)]
-pub struct OllamaClient {
-    base_url: String,
-    host: String,
-    http: reqwest::Client,
-    first_chunk_timeout: Duration,
-    chunk_gap_timeout: Duration,
-    trial_timeout: Duration,
+/// The start of a body, trimmed, at most [`BODY_QUOTE_CHARS`] characters (`…` when cut).
+pub fn body_start(body: &str) -> String {
+    let t = body.trim();
+    let mut out: String = t.chars().take(BODY_QUOTE_CHARS).collect();
+    if out.len() < t.len() {
+        out.push('…');
+    }
+    out
 }
 
 fn message_of(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| v.get("error").map(error_text))
-        .unwrap_or_else(|| body.trim().chars().take(500).collect())
+        .map_or_else(|| body_start(body), |m| body_start(&m))
+}
+
+/// The wait a `Retry-After` value asks for at `now`: delay-seconds (`120`) or an HTTP-date
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §10.2.3; a date in the past is no wait).
+/// `None` when it is neither.
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form RFC 9110 §5.6.7 says senders
+/// use; the obsolete forms are not read.
+fn parse_http_date(v: &str) -> Option<SystemTime> {
+    let rest = v.split_once(", ")?.1;
+    let f: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = f[..] else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let d: i64 = day.parse().ok()?;
+    let m = i64::try_from(MONTHS.iter().position(|&n| n == month)?).ok()? + 1;
+    let y: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [hh, mm, ss] = hms[..] else {
+        return None;
+    };
+    if !(1..=31).contains(&d)
+        || !(0..24).contains(&hh)
+        || !(0..60).contains(&mm)
+        || !(0..61).contains(&ss)
+        || !(1970..=9999).contains(&y)
+    {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), the inverse of `date::rfc3339`'s.
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// Client of one Ollama server.
+#[derive(Debug, Clone)]
+pub struct OllamaClient {
+    base_url: String,
+    host: String,
+    http: reqwest::Client,
+    connect_timeout: Duration,
+    first_chunk_timeout: Duration,
+    chunk_gap_timeout: Duration,
+    trial_timeout: Duration,
+    /// Retries of info requests that then succeeded, in words, until taken.
+    info_retries: Arc<Mutex<Vec<String>>>,
 }
 
 fn error_text(v: &Value) -> String {
@@ -335,6 +478,42 @@ fn error_text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// Whether to retry after `status` with a `Retry-After` of `wait`, and how long to wait: only
+/// 429 and 503, at most [`MAX_ATTEMPTS`] attempts in all (`attempts` made so far), and only
+/// when the wait ends before `budget` runs out (`elapsed` of it spent). Otherwise why not.
+pub fn retry_decision(
+    status: u16,
+    wait: Option<Duration>,
+    attempts: u32,
+    elapsed: Duration,
+    budget: Duration,
+) -> Result<Duration, Option<String>> {
+    if !matches!(status, 429 | 503) {
+        return Err(None);
+    }
+    let Some(wait) = wait else {
+        return Err(None);
+    };
+    if attempts >= MAX_ATTEMPTS {
+        return Err(Some(format!("gave up after {attempts} attempts")));
+    }
+    if elapsed.saturating_add(wait) >= budget {
+        return Err(Some(format!(
+            "Retry-After {:.1} s is past the request's timeout of {:.1} s",
+            wait.as_secs_f64(),
+            budget.as_secs_f64()
+        )));
+    }
+    Ok(wait)
+}
+
+fn retry_after_of(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after(v, SystemTime::now()))
 }
 
 impl OllamaClient {
@@ -350,9 +529,11 @@ impl OllamaClient {
             base_url: cfg.base_url.clone(),
             host: cfg.host_label().to_string(),
             http,
+            connect_timeout: cfg.connect_timeout,
             first_chunk_timeout: cfg.first_chunk_timeout,
             chunk_gap_timeout: cfg.chunk_gap_timeout,
             trial_timeout: cfg.trial_timeout,
+            info_retries: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -361,7 +542,23 @@ impl OllamaClient {
         &self.host
     }
 
-    fn send_error(&self, endpoint: &str, e: reqwest::Error) -> BackendError {
+    /// The bound on one whole info request (`/api/version`, `/api/tags`, `/api/show`,
+    /// `/api/ps`, unload), its retries included: the connect timeout plus the chunk-gap
+    /// timeout. An info request does no model work (no load, no prefill, which is what the
+    /// first-chunk timeout is sized for), so a working server answers it within the longest
+    /// silence the configuration accepts inside a stream; the connect timeout is added because
+    /// the bound covers the connection too.
+    pub fn info_timeout(&self) -> Duration {
+        self.connect_timeout.saturating_add(self.chunk_gap_timeout)
+    }
+
+    /// The retries of info requests that succeeded since the last call, in words (for the
+    /// judgement's notes); failed requests carry theirs in the error.
+    pub fn take_retry_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.info_retries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn send_error(&self, endpoint: &str, e: reqwest::Error, after: Duration) -> BackendError {
         if e.is_connect() {
             // The innermost cause says what happened ("Connection refused (os error 111)").
             let mut detail = e.to_string();
@@ -376,8 +573,12 @@ impl OllamaClient {
             }
         } else if e.is_timeout() {
             BackendError::Timeout {
-                phase: format!("{endpoint} to answer"),
-                after_s: INFO_TIMEOUT.as_secs_f64(),
+                phase: format!(
+                    "{endpoint} to answer (O3_CONNECT_TIMEOUT_S {:.1} s + O3_CHUNK_GAP_TIMEOUT_S {:.1} s)",
+                    self.connect_timeout.as_secs_f64(),
+                    self.chunk_gap_timeout.as_secs_f64()
+                ),
+                after_s: after.as_secs_f64(),
             }
         } else {
             BackendError::Protocol {
@@ -387,75 +588,107 @@ impl OllamaClient {
         }
     }
 
-    async fn get_json(&self, path: &str, body: Option<Value>) -> Result<Value, BackendError> {
+    /// One info request: its status and body, after any retries; an error status is an error.
+    async fn info(&self, path: &str, body: Option<&Value>) -> Result<(u16, String), BackendError> {
         let url = format!("{}{}", self.base_url, path);
         let endpoint = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
-        let req = match &body {
-            Some(b) => self.http.post(&url).json(b),
-            None => self.http.get(&url),
-        };
-        let resp = req
-            .timeout(INFO_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| self.send_error(&endpoint, e))?;
-        let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| self.send_error(&endpoint, e))?;
-        if status != 200 {
-            return Err(BackendError::Http {
-                endpoint,
-                status,
-                message: message_of(&text),
-            });
+        let budget = self.info_timeout();
+        let start = Instant::now();
+        let mut retried: Option<Retried> = None;
+        for attempt in 1.. {
+            let req = match body {
+                Some(b) => self.http.post(&url).json(b),
+                None => self.http.get(&url),
+            };
+            let left = budget.saturating_sub(start.elapsed());
+            let resp = req
+                .timeout(left)
+                .send()
+                .await
+                .map_err(|e| self.send_error(&endpoint, e, budget))?;
+            let status = resp.status().as_u16();
+            let wait = retry_after_of(&resp);
+            let text = resp
+                .text()
+                .await
+                .map_err(|e| self.send_error(&endpoint, e, budget))?;
+            let mut message = message_of(&text);
+            match retry_decision(status, wait, attempt, start.elapsed(), budget) {
+                Ok(wait) => {
+                    let r = retried.get_or_insert_with(Retried::default);
+                    r.retries += 1;
+                    r.waited_s += wait.as_secs_f64();
+                    r.status = status;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(Some(why)) => message = format!("{message} [{why}]"),
+                Err(None) => {}
+            }
+            if status != 200 {
+                return Err(BackendError::Http {
+                    endpoint,
+                    status,
+                    message,
+                    retried,
+                });
+            }
+            if let Some(r) = retried {
+                self.info_retries
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{endpoint}: {r}"));
+            }
+            return Ok((status, text));
         }
-        serde_json::from_str(&text).map_err(|e| BackendError::Protocol {
-            endpoint,
-            detail: format!(
-                "not JSON ({e}): {}",
-                text.chars().take(200).collect::<String>()
-            ),
-        })
+        unreachable!("the loop returns")
     }
 
-    fn decode<T: for<'de> Deserialize<'de>>(endpoint: &str, v: Value) -> Result<T, BackendError> {
-        serde_json::from_value(v).map_err(|e| BackendError::Protocol {
-            endpoint: endpoint.into(),
-            detail: e.to_string(),
-        })
+    /// One info request whose body is JSON of type `T`.
+    async fn info_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, BackendError> {
+        let endpoint = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
+        let (status, text) = self.info(path, body).await?;
+        let malformed = |what: String| BackendError::Malformed {
+            endpoint: endpoint.clone(),
+            status,
+            what,
+            body: body_start(&text),
+        };
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| malformed(format!("a body that is not JSON ({e})")))?;
+        serde_json::from_value(value)
+            .map_err(|e| malformed(format!("JSON that is not Ollama's answer ({e})")))
     }
 
     /// `GET /api/version`.
     pub async fn version(&self) -> Result<String, BackendError> {
-        let v = self.get_json("/api/version", None).await?;
-        v.get("version")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| BackendError::Protocol {
-                endpoint: "GET /api/version".into(),
-                detail: format!("no \"version\" in {v}"),
-            })
+        #[derive(Deserialize)]
+        struct Version {
+            version: String,
+        }
+        Ok(self
+            .info_json::<Version>("/api/version", None)
+            .await?
+            .version)
     }
 
     /// `GET /api/tags`.
     pub async fn tags(&self) -> Result<Vec<TagModel>, BackendError> {
         #[derive(Deserialize)]
         struct Tags {
-            #[serde(default)]
             models: Vec<TagModel>,
         }
-        let v = self.get_json("/api/tags", None).await?;
-        Ok(Self::decode::<Tags>("GET /api/tags", v)?.models)
+        Ok(self.info_json::<Tags>("/api/tags", None).await?.models)
     }
 
     /// `POST /api/show`.
     pub async fn show(&self, model: &str) -> Result<ShowResponse, BackendError> {
-        let v = self
-            .get_json("/api/show", Some(json!({ "model": model })))
-            .await?;
-        Self::decode("POST /api/show", v)
+        self.info_json("/api/show", Some(&json!({ "model": model })))
+            .await
     }
 
     /// `GET /api/ps`.
@@ -465,15 +698,14 @@ impl OllamaClient {
             #[serde(default)]
             models: Vec<PsModel>,
         }
-        let v = self.get_json("/api/ps", None).await?;
-        Ok(Self::decode::<Ps>("GET /api/ps", v)?.models)
+        Ok(self.info_json::<Ps>("/api/ps", None).await?.models)
     }
 
     /// Asks the server to unload `model` (`keep_alive: 0`, empty prompt).
     pub async fn unload(&self, model: &str) -> Result<(), BackendError> {
-        self.get_json(
+        self.info_json::<Value>(
             "/api/generate",
-            Some(json!({ "model": model, "prompt": "", "keep_alive": 0 })),
+            Some(&json!({ "model": model, "prompt": "", "keep_alive": 0 })),
         )
         .await
         .map(|_| ())
@@ -509,7 +741,9 @@ impl OllamaClient {
 
     /// Streams one `/api/generate` request. `on_event` sees each line as it arrives (for
     /// progress or early stops). Every wait has a timeout: the first chunk, each gap between
-    /// chunks, and the whole request.
+    /// chunks, and the whole request. A 429 or 503 with `Retry-After` before the stream is
+    /// retried within the first-chunk timeout; the clock of the trial restarts at the attempt
+    /// that streamed, and [`Completed::retried`] records the retries.
     pub async fn generate(
         &self,
         req: &GenerateRequest,
@@ -518,37 +752,70 @@ impl OllamaClient {
         let endpoint = "POST /api/generate";
         let url = format!("{}/api/generate", self.base_url);
         let body = req.body();
-        let start = Instant::now();
+        let first = Instant::now();
         let whole = self.trial_timeout;
+        let first_chunk = || BackendError::Timeout {
+            phase: "the first chunk (model load and prefill)".into(),
+            after_s: self.first_chunk_timeout.as_secs_f64(),
+        };
         let fut = async {
-            // Ollama sends no headers before the first chunk: the first-chunk timeout covers them.
-            let resp = tokio::time::timeout(
-                self.first_chunk_timeout,
-                self.http.post(&url).json(&body).send(),
-            )
-            .await
-            .map_err(|_| BackendError::Timeout {
-                phase: "the first chunk (model load and prefill)".into(),
-                after_s: self.first_chunk_timeout.as_secs_f64(),
-            })?
-            .map_err(|e| self.send_error(endpoint, e))?;
-            let status = resp.status().as_u16();
-            if status != 200 {
-                let text = resp.text().await.unwrap_or_default();
+            let mut retried: Option<Retried> = None;
+            for attempt in 1.. {
+                let start = Instant::now();
+                // Ollama sends no headers before the first chunk: the first-chunk timeout
+                // covers them.
+                let resp = tokio::time::timeout(
+                    self.first_chunk_timeout,
+                    self.http.post(&url).json(&body).send(),
+                )
+                .await
+                .map_err(|_| first_chunk())?
+                .map_err(|e| self.send_error(endpoint, e, self.first_chunk_timeout))?;
+                let status = resp.status().as_u16();
+                if status == 200 {
+                    let mut c = read_ndjson(
+                        resp,
+                        start,
+                        self.first_chunk_timeout,
+                        self.chunk_gap_timeout,
+                        &mut on_event,
+                    )
+                    .await?;
+                    c.retried = retried;
+                    return Ok(c);
+                }
+                let wait = retry_after_of(&resp);
+                let text = tokio::time::timeout(self.first_chunk_timeout, resp.text())
+                    .await
+                    .map_err(|_| first_chunk())?
+                    .unwrap_or_default();
+                let mut message = message_of(&text);
+                match retry_decision(
+                    status,
+                    wait,
+                    attempt,
+                    first.elapsed(),
+                    self.first_chunk_timeout,
+                ) {
+                    Ok(wait) => {
+                        let r = retried.get_or_insert_with(Retried::default);
+                        r.retries += 1;
+                        r.waited_s += wait.as_secs_f64();
+                        r.status = status;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Err(Some(why)) => message = format!("{message} [{why}]"),
+                    Err(None) => {}
+                }
                 return Err(BackendError::Http {
                     endpoint: endpoint.into(),
                     status,
-                    message: message_of(&text),
+                    message,
+                    retried,
                 });
             }
-            read_ndjson(
-                resp,
-                start,
-                self.first_chunk_timeout,
-                self.chunk_gap_timeout,
-                &mut on_event,
-            )
-            .await
+            unreachable!("the loop returns")
         };
         match tokio::time::timeout(whole, fut).await {
             Ok(r) => r,
@@ -560,6 +827,107 @@ impl OllamaClient {
     }
 }
 
+/// Splits a generate stream into NDJSON lines as its bytes arrive, and parses them into
+/// events. Linear: each byte is searched for a newline once, and the bytes of a line are moved
+/// at most once. A line longer than its limit is an error as soon as the limit is passed,
+/// newline or not.
+#[derive(Debug)]
+pub struct NdjsonReader {
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf` already searched (no newline among them).
+    scanned: usize,
+    events: Vec<StreamEvent>,
+    max_line: usize,
+    /// Bytes searched for a newline so far, in all (each byte once: reading is linear).
+    examined: u64,
+}
+
+impl NdjsonReader {
+    /// A reader that accepts lines of up to `max_line` bytes (newline excluded).
+    pub fn new(max_line: usize) -> NdjsonReader {
+        NdjsonReader {
+            buf: Vec::new(),
+            scanned: 0,
+            events: Vec::new(),
+            max_line,
+            examined: 0,
+        }
+    }
+
+    /// Bytes searched for a newline so far, in all.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    /// Whether no byte has arrived yet (beyond blank lines).
+    pub fn is_fresh(&self) -> bool {
+        self.events.is_empty() && self.buf.is_empty()
+    }
+
+    fn too_long(&self) -> BackendError {
+        BackendError::LineTooLong {
+            limit: self.max_line,
+            chunks: self.events.len(),
+        }
+    }
+
+    /// Takes the bytes that arrived at `at` (request start → arrival); returns the completed
+    /// stream when they hold its `done: true` line.
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        at: Duration,
+        on_event: &mut impl FnMut(&StreamEvent),
+    ) -> Result<Option<Completed>, BackendError> {
+        self.buf.extend_from_slice(bytes);
+        let mut line_start = 0;
+        let mut from = self.scanned;
+        while let Some(off) = self.buf[from..].iter().position(|&b| b == b'\n') {
+            self.examined += off as u64 + 1;
+            let end = from + off;
+            if end - line_start > self.max_line {
+                return Err(self.too_long());
+            }
+            if let Some(done) =
+                handle_line(&self.buf[line_start..end], at, &mut self.events, on_event)?
+            {
+                return Ok(Some(done));
+            }
+            line_start = end + 1;
+            from = line_start;
+        }
+        self.examined += (self.buf.len() - from) as u64;
+        self.buf.drain(..line_start);
+        self.scanned = self.buf.len();
+        if self.buf.len() > self.max_line {
+            return Err(self.too_long());
+        }
+        Ok(None)
+    }
+
+    /// The body ended at `at`: a last line without its newline may complete the stream;
+    /// otherwise it ended without `done: true`.
+    pub fn finish(
+        &mut self,
+        at: Duration,
+        on_event: &mut impl FnMut(&StreamEvent),
+    ) -> Result<Completed, BackendError> {
+        let line = std::mem::take(&mut self.buf);
+        self.scanned = 0;
+        if let Some(done) = handle_line(&line, at, &mut self.events, on_event)? {
+            return Ok(done);
+        }
+        Err(BackendError::Incomplete {
+            chunks: self.events.len(),
+        })
+    }
+
+    /// Lines parsed so far.
+    pub fn chunks(&self) -> usize {
+        self.events.len()
+    }
+}
+
 async fn read_ndjson(
     mut resp: reqwest::Response,
     start: Instant,
@@ -567,54 +935,36 @@ async fn read_ndjson(
     gap_timeout: Duration,
     on_event: &mut impl FnMut(&StreamEvent),
 ) -> Result<Completed, BackendError> {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut events: Vec<StreamEvent> = Vec::new();
+    let mut reader = NdjsonReader::new(MAX_LINE_BYTES);
     loop {
-        let (limit, phase) = if events.is_empty() && buf.is_empty() {
+        let fresh = reader.is_fresh();
+        let (limit, phase, after) = if fresh {
             (
                 first_timeout.saturating_sub(start.elapsed()),
                 "the first chunk (model load and prefill)",
+                first_timeout,
             )
         } else {
-            (gap_timeout, "the next chunk")
+            (gap_timeout, "the next chunk", gap_timeout)
         };
-        let chunk = match tokio::time::timeout(limit, resp.chunk()).await {
+        match tokio::time::timeout(limit, resp.chunk()).await {
             Err(_) => {
                 return Err(BackendError::Timeout {
                     phase: phase.into(),
-                    after_s: if events.is_empty() && buf.is_empty() {
-                        first_timeout.as_secs_f64()
-                    } else {
-                        gap_timeout.as_secs_f64()
-                    },
+                    after_s: after.as_secs_f64(),
                 });
             }
-            Ok(Err(e)) => {
-                // The connection broke mid-stream: the stream ended without done.
-                let _ = e;
+            // The connection broke mid-stream: the stream ended without done.
+            Ok(Err(_)) => {
                 return Err(BackendError::Incomplete {
-                    chunks: events.len(),
+                    chunks: reader.chunks(),
                 });
             }
-            Ok(Ok(None)) => {
-                if !buf.iter().all(u8::is_ascii_whitespace) {
-                    // A last line without its newline.
-                    let line = std::mem::take(&mut buf);
-                    if let Some(done) = handle_line(&line, start, &mut events, on_event)? {
-                        return Ok(done);
-                    }
+            Ok(Ok(None)) => return reader.finish(start.elapsed(), on_event),
+            Ok(Ok(Some(bytes))) => {
+                if let Some(done) = reader.feed(&bytes, start.elapsed(), on_event)? {
+                    return Ok(done);
                 }
-                return Err(BackendError::Incomplete {
-                    chunks: events.len(),
-                });
-            }
-            Ok(Ok(Some(bytes))) => bytes,
-        };
-        buf.extend_from_slice(&chunk);
-        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            if let Some(done) = handle_line(&line, start, &mut events, on_event)? {
-                return Ok(done);
             }
         }
     }
@@ -622,11 +972,10 @@ async fn read_ndjson(
 
 fn handle_line(
     raw: &[u8],
-    start: Instant,
+    at: Duration,
     events: &mut Vec<StreamEvent>,
     on_event: &mut impl FnMut(&StreamEvent),
 ) -> Result<Option<Completed>, BackendError> {
-    let at = start.elapsed();
     let text = String::from_utf8_lossy(raw);
     let text = text.trim();
     if text.is_empty() {
@@ -634,14 +983,11 @@ fn handle_line(
     }
     let value: Value = serde_json::from_str(text).map_err(|e| BackendError::Protocol {
         endpoint: "POST /api/generate".into(),
-        detail: format!(
-            "stream line is not JSON ({e}): {}",
-            text.chars().take(200).collect::<String>()
-        ),
+        detail: format!("stream line is not JSON ({e}): {}", body_start(text)),
     })?;
     let line: Line = serde_json::from_value(value.clone()).map_err(|e| BackendError::Protocol {
         endpoint: "POST /api/generate".into(),
-        detail: format!("unexpected stream line ({e}): {text}"),
+        detail: format!("unexpected stream line ({e}): {}", body_start(text)),
     })?;
     if let Some(err) = &line.error {
         return Err(BackendError::StreamError {
@@ -649,14 +995,14 @@ fn handle_line(
             chunks: events.len(),
         });
     }
-    let (content, thinking) = match &line.message {
+    let (content, thinking) = match line.message {
         Some(m) => (
-            m.content.clone().unwrap_or_default(),
-            m.thinking.clone().unwrap_or_default(),
+            m.content.unwrap_or_default(),
+            m.thinking.unwrap_or_default(),
         ),
         None => (
-            line.response.clone().unwrap_or_default(),
-            line.thinking.clone().unwrap_or_default(),
+            line.response.unwrap_or_default(),
+            line.thinking.unwrap_or_default(),
         ),
     };
     let ev = StreamEvent {
@@ -671,12 +1017,16 @@ fn handle_line(
         let metrics: FinalMetrics =
             serde_json::from_value(value).map_err(|e| BackendError::Protocol {
                 endpoint: "POST /api/generate".into(),
-                detail: format!("final line has unexpected metrics ({e}): {text}"),
+                detail: format!(
+                    "final line has unexpected metrics ({e}): {}",
+                    body_start(text)
+                ),
             })?;
         return Ok(Some(Completed {
             events: std::mem::take(events),
             metrics,
             e2e: at,
+            retried: None,
         }));
     }
     Ok(None)
@@ -765,5 +1115,250 @@ mod tests {
         assert_eq!(s.trained_context(), Some(8192));
         assert!(s.can_think());
         assert_eq!(s.details.quantization_level.as_deref(), Some("Q4_0"));
+    }
+
+    #[rstest]
+    #[case("120", Some(120))]
+    #[case(" 0 ", Some(0))]
+    #[case("Thu, 01 Jan 1970 00:02:00 GMT", Some(20))]
+    #[case("Thu, 01 Jan 1970 00:01:00 GMT", Some(0))]
+    #[case("Sun, 06 Nov 1994 08:49:37 GMT", Some(784_111_777 - 100))]
+    #[case("Fri, 27 Nov 2026 09:12:56 GMT", Some(1_795_770_776 - 100))]
+    #[case("-1", None)]
+    #[case("soon", None)]
+    #[case("Thu, 01 Foo 1970 00:02:00 GMT", None)]
+    #[case("Thu, 01 Jan 1970 25:02:00 GMT", None)]
+    fn retry_after_values(#[case] v: &str, #[case] secs: Option<u64>) {
+        let now = UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(retry_after(v, now), secs.map(Duration::from_secs), "{v}");
+    }
+
+    #[test]
+    fn retry_decisions() {
+        let s = Duration::from_secs;
+        // Retried: 429 and 503 with a wait inside the budget, up to MAX_ATTEMPTS attempts.
+        assert_eq!(retry_decision(503, Some(s(1)), 1, s(0), s(10)), Ok(s(1)));
+        assert_eq!(retry_decision(429, Some(s(2)), 2, s(3), s(10)), Ok(s(2)));
+        // Not retried, nothing to say: another status, or no Retry-After.
+        assert_eq!(retry_decision(500, Some(s(1)), 1, s(0), s(10)), Err(None));
+        assert_eq!(retry_decision(503, None, 1, s(0), s(10)), Err(None));
+        // Not retried, with the reason.
+        assert_eq!(
+            retry_decision(503, Some(s(1)), MAX_ATTEMPTS, s(0), s(10)),
+            Err(Some("gave up after 3 attempts".into()))
+        );
+        assert_eq!(
+            retry_decision(503, Some(s(8)), 1, s(3), s(10)),
+            Err(Some(
+                "Retry-After 8.0 s is past the request's timeout of 10.0 s".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn bodies_are_quoted_bounded() {
+        let long = format!("<html>{}</html>", "x".repeat(10_000));
+        let q = body_start(&long);
+        assert_eq!(q.chars().count(), BODY_QUOTE_CHARS + 1);
+        assert!(q.starts_with("<html>xx") && q.ends_with('…'), "{q}");
+        assert_eq!(body_start("  short \n"), "short");
+        assert_eq!(message_of(r#"{"error":"boom"}"#), "boom");
+        let e = BackendError::Http {
+            endpoint: "GET /api/version".into(),
+            status: 503,
+            message: "busy".into(),
+            retried: Some(Retried {
+                retries: 2,
+                waited_s: 2.0,
+                status: 503,
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "GET /api/version answered HTTP 503: busy (2 retries after HTTP 503 with Retry-After, 2.0 s waited)"
+        );
+    }
+
+    /// A stream as Ollama sends it: `n` answer lines, a thinking line, the final line.
+    fn stream(n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.extend_from_slice(
+                format!("{{\"response\":\"tok{i} é€\",\"done\":false}}\n").as_bytes(),
+            );
+        }
+        out.extend_from_slice(b"{\"response\":\"\",\"thinking\":\"hm\",\"done\":false}\n\n");
+        out.extend_from_slice(
+            b"{\"response\":\"\",\"done\":true,\"done_reason\":\"length\",\"eval_count\":7,\"prompt_eval_count\":4294967552}\n",
+        );
+        out
+    }
+
+    /// Feeds `chunks` in order; the events (without their times) and the metrics, or the error.
+    /// Events without their times: content, thinking, done.
+    type Lines = Vec<(String, String, bool)>;
+
+    fn read(chunks: &[&[u8]]) -> Result<(Lines, FinalMetrics), String> {
+        let mut r = NdjsonReader::new(MAX_LINE_BYTES);
+        let mut seen = 0usize;
+        let mut on = |_: &StreamEvent| seen += 1;
+        for (i, c) in chunks.iter().enumerate() {
+            let at = Duration::from_millis(i as u64);
+            if let Some(done) = r.feed(c, at, &mut on).map_err(|e| e.to_string())? {
+                let ev = done
+                    .events
+                    .iter()
+                    .map(|e| (e.content.clone(), e.thinking.clone(), e.done))
+                    .collect::<Vec<_>>();
+                assert_eq!(seen, ev.len(), "on_event saw every line");
+                return Ok((ev, done.metrics));
+            }
+        }
+        let done = r
+            .finish(Duration::from_secs(1), &mut on)
+            .map_err(|e| e.to_string())?;
+        let ev = done
+            .events
+            .iter()
+            .map(|e| (e.content.clone(), e.thinking.clone(), e.done))
+            .collect();
+        Ok((ev, done.metrics))
+    }
+
+    /// A small deterministic generator for the bounded fuzz loops (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n as u64).unwrap_or(0)
+        }
+    }
+
+    /// Random splits of a valid stream (at any byte, inside UTF-8 characters too) give the
+    /// same events and metrics as the whole stream in one piece. Bounded: 2000 splits.
+    #[test]
+    fn random_splits_of_a_stream_give_the_same_events() {
+        let whole = stream(12);
+        let expected = read(&[&whole]).expect("the stream parses");
+        assert_eq!(expected.0.len(), 14);
+        assert_eq!(expected.0[0], ("tok0 é€".to_string(), String::new(), false));
+        assert_eq!(
+            expected.1.prompt_eval_count,
+            Some(4_294_967_552),
+            "u64, not wrapped"
+        );
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..2000 {
+            let mut cuts: Vec<usize> = (0..rng.below(12)).map(|_| rng.below(whole.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                pieces.push(&whole[at..c]);
+                at = c;
+            }
+            pieces.push(&whole[at..]);
+            assert_eq!(
+                read(&pieces).as_ref(),
+                Ok(&expected),
+                "{cuts:?}",
+                cuts = pieces.len()
+            );
+        }
+    }
+
+    /// Random garbage (random bytes, and valid streams with random bytes changed) never
+    /// panics: every input ends in events or an error. Bounded: 3000 inputs.
+    #[test]
+    fn random_garbage_never_panics() {
+        let mut rng = Rng(42);
+        let valid = stream(5);
+        let mut errors = 0;
+        for i in 0..3000 {
+            let input: Vec<u8> = if i % 2 == 0 {
+                (0..rng.below(400))
+                    .map(|_| match rng.below(6) {
+                        0 => b'\n',
+                        1 => b'{',
+                        2 => b'"',
+                        _ => u8::try_from(rng.below(256)).unwrap_or(0),
+                    })
+                    .collect()
+            } else {
+                let mut v = valid.clone();
+                for _ in 0..=rng.below(4) {
+                    let at = rng.below(v.len());
+                    v[at] = u8::try_from(rng.below(256)).unwrap_or(0);
+                }
+                v
+            };
+            let split = rng.below(input.len() + 1);
+            if read(&[&input[..split], &input[split..]]).is_err() {
+                errors += 1;
+            }
+        }
+        assert!(errors > 0, "garbage is reported as an error");
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_an_error_with_or_without_its_newline() {
+        let mut on = |_: &StreamEvent| {};
+        let t = Duration::ZERO;
+        // Without a newline: as soon as the buffered part passes the limit.
+        let mut r = NdjsonReader::new(64);
+        assert!(
+            r.feed(b"{\"response\":\"ok\",\"done\":false}\n", t, &mut on)
+                .unwrap()
+                .is_none()
+        );
+        assert!(r.feed(&[b'x'; 60], t, &mut on).unwrap().is_none());
+        let e = r.feed(&[b'x'; 10], t, &mut on).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "stream line longer than 64 bytes after 1 chunk(s): not Ollama's wire format"
+        );
+        // With its newline, in one piece.
+        let mut r = NdjsonReader::new(64);
+        let mut line = vec![b' '; 100];
+        line.push(b'\n');
+        assert!(matches!(
+            r.feed(&line, t, &mut on),
+            Err(BackendError::LineTooLong {
+                limit: 64,
+                chunks: 0
+            })
+        ));
+        // A line of exactly the limit is read.
+        let mut r = NdjsonReader::new(64);
+        let mut ok = b"{\"response\":\"x\",\"done\":false}".to_vec();
+        ok.resize(64, b' ');
+        ok.push(b'\n');
+        assert!(r.feed(&ok, t, &mut on).unwrap().is_none());
+        assert_eq!(r.chunks(), 1);
+    }
+
+    /// Reading is linear: a long line that arrives a byte at a time is searched once per
+    /// byte, not once per byte per arrival.
+    #[test]
+    fn each_byte_is_searched_once() {
+        let mut on = |_: &StreamEvent| {};
+        let mut r = NdjsonReader::new(MAX_LINE_BYTES);
+        let mut line = b"{\"response\":\"".to_vec();
+        line.resize(100_000, b'x');
+        line.extend_from_slice(b"\",\"done\":false}\n");
+        for b in &line {
+            assert!(
+                r.feed(std::slice::from_ref(b), Duration::ZERO, &mut on)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert_eq!(r.chunks(), 1);
+        assert_eq!(r.examined(), line.len() as u64);
     }
 }

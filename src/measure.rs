@@ -12,7 +12,7 @@
 //! covers — from the first chunk of any kind to the last. Timing only the answer chunks would
 //! divide every token by the answer's time alone and overstate the rate of a thinking model.
 
-use crate::backend::{BackendError, Completed};
+use crate::backend::{BackendError, Completed, FinalMetrics};
 use crate::results::{TrialKind, TrialRecord};
 use crate::stats::percentile;
 
@@ -39,6 +39,35 @@ pub struct TrialPlan {
     pub num_predict: u32,
 }
 
+/// At most this many output tokens per chunk with content, on average over a stream, before
+/// `eval_count` is impossible. Ollama streams one chunk per sampled token and merges tokens
+/// only while it holds text back: the bytes of a UTF-8 character split over byte tokens (at
+/// most 4), or text that may begin a stop sequence (a few tokens); averaged over a stream that
+/// is a little above 1. 16 a chunk on average is four times the worst UTF-8 case held back on
+/// every single chunk, so only a count no real stream can give passes it.
+pub const MAX_TOKENS_PER_CHUNK: u64 = 16;
+
+/// Tokens the server may evaluate beyond the bytes of the prompt sent: a token covers at least
+/// one byte of text (byte-level BPE and SentencePiece with byte fallback alike), plus the few
+/// special tokens a tokenizer adds (BOS, EOS, template markers).
+pub const PROMPT_SPECIAL_TOKENS: u64 = 16;
+
+/// How much a server duration may exceed the client's end-to-end time before the two cannot
+/// both be true: relative (clock rates differ by parts per million) and absolute (timer
+/// granularity and the rounding of figures in ns).
+pub const DURATION_SLACK_REL: f64 = 0.01;
+/// See [`DURATION_SLACK_REL`] (s).
+pub const DURATION_SLACK_S: f64 = 0.010;
+
+/// The client receives the first and last chunk with content over a span that the server's
+/// `eval_duration` bounds (a chunk cannot arrive before its token exists), plus the variation
+/// of network delay between them. A span more than this many times `eval_duration`, plus
+/// [`DECODE_SPAN_SLACK_S`], is impossible: generous for a remote server whose link stalls
+/// (the delay of one chunk adds to the span once), never reached on a working one.
+pub const DECODE_SPAN_FACTOR: f64 = 4.0;
+/// See [`DECODE_SPAN_FACTOR`] (s).
+pub const DECODE_SPAN_SLACK_S: f64 = 0.25;
+
 fn ns_to_s(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
@@ -57,18 +86,30 @@ fn base(plan: &TrialPlan) -> TrialRecord {
 /// A trial whose request failed: invalid, with the error as its reason.
 pub fn from_error(plan: &TrialPlan, err: &BackendError) -> TrialRecord {
     let mut r = base(plan);
+    if let BackendError::Http { retried, .. } = err {
+        r.retried = *retried;
+    }
     r.invalid_reasons.push(err.to_string());
     r
+}
+
+/// A client-side count as the record keeps it (saturating: a count of chunks cannot reach
+/// 2^32 within the line and time limits).
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Metrics and validity of a completed stream.
 pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
     let mut r = base(plan);
     let m = &c.metrics;
+    r.retried = c.retried;
     r.e2e_s = Some(c.e2e.as_secs_f64());
     r.done_reason = m.done_reason.clone();
-    r.prompt_tokens_evaluated = m.prompt_eval_count.map(|v| v as u32);
-    r.output_tokens = m.eval_count.map(|v| v as u32);
+    // No narrowing: a figure the record cannot hold is left out, and the checks below (on the
+    // server's own u64 figures) say why the trial is invalid.
+    r.prompt_tokens_evaluated = m.prompt_eval_count.and_then(|v| u32::try_from(v).ok());
+    r.output_tokens = m.eval_count.and_then(|v| u32::try_from(v).ok());
     r.load_s = m.load_duration.map(ns_to_s);
 
     // Arrival times of the chunks with answer content, and of every chunk with any content
@@ -85,8 +126,8 @@ pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
         .filter(|e| !e.content.is_empty() || !e.thinking.is_empty())
         .map(|e| e.at.as_secs_f64())
         .collect();
-    r.content_chunks = answer.len() as u32;
-    r.thinking_chunks = c.events.iter().filter(|e| !e.thinking.is_empty()).count() as u32;
+    r.content_chunks = count(answer.len());
+    r.thinking_chunks = count(c.events.iter().filter(|e| !e.thinking.is_empty()).count());
     r.ttft_s = answer.first().copied();
     r.ttft_any_s = any.first().copied();
 
@@ -111,9 +152,92 @@ pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
     r.itl_p95_s = percentile(&gaps, 0.95);
     r.itl_max_s = gaps.iter().copied().reduce(f64::max);
 
-    r.invalid_reasons = validity(plan, &r);
+    let span = match (any.first(), any.last()) {
+        (Some(&a), Some(&b)) => b - a,
+        _ => 0.0,
+    };
+    let seen = ClientSaw {
+        chunks: any.len() as u64,
+        span_s: span,
+        e2e_s: c.e2e.as_secs_f64(),
+        prompt_bytes: plan.prompt_chars as u64,
+    };
+    r.invalid_reasons = impossible_figures(m, &seen);
+    r.invalid_reasons.extend(validity(plan, m, &r));
     r.valid = r.invalid_reasons.is_empty();
     r
+}
+
+/// What the client saw of a stream, to check the server's figures against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientSaw {
+    /// Chunks with any content (thinking included).
+    pub chunks: u64,
+    /// First → last of those chunks (s).
+    pub span_s: f64,
+    /// Request sent → `done: true` (s).
+    pub e2e_s: f64,
+    /// Bytes of prompt sent.
+    pub prompt_bytes: u64,
+}
+
+/// The server's figures that cannot be true together with what the client saw, each as
+/// `impossible server figures: …` (empty when they can all be true).
+pub fn impossible_figures(m: &FinalMetrics, seen: &ClientSaw) -> Vec<String> {
+    let mut why = Vec::new();
+    let mut say = |s: String| why.push(format!("impossible server figures: {s}"));
+    if let Some(n) = m.eval_count {
+        if n < seen.chunks {
+            say(format!(
+                "eval_count {n} is less than the {} chunks with content received (each carries at least one token)",
+                seen.chunks
+            ));
+        } else if n > seen.chunks.saturating_mul(MAX_TOKENS_PER_CHUNK).max(1) {
+            say(format!(
+                "eval_count {n} for {} chunks with content received (more than {MAX_TOKENS_PER_CHUNK} tokens a chunk)",
+                seen.chunks
+            ));
+        }
+    }
+    if let Some(n) = m.prompt_eval_count
+        && n > seen.prompt_bytes.saturating_add(PROMPT_SPECIAL_TOKENS)
+    {
+        say(format!(
+            "prompt_eval_count {n} exceeds the {} bytes of prompt sent (a token covers at least one byte)",
+            seen.prompt_bytes
+        ));
+    }
+    let limit = seen.e2e_s * (1.0 + DURATION_SLACK_REL) + DURATION_SLACK_S;
+    for (name, d) in [
+        ("prompt_eval_duration", m.prompt_eval_duration),
+        ("eval_duration", m.eval_duration),
+    ] {
+        if let Some(d) = d
+            && ns_to_s(d) > limit
+        {
+            say(format!(
+                "{name} {:.3} s is longer than the client's end-to-end time {:.3} s",
+                ns_to_s(d),
+                seen.e2e_s
+            ));
+        }
+    }
+    if let (Some(n), Some(d)) = (m.eval_count, m.eval_duration)
+        && n >= 2
+        && seen.span_s > ns_to_s(d) * DECODE_SPAN_FACTOR + DECODE_SPAN_SLACK_S
+    {
+        let server_rate = if d > 0 {
+            format!("{:.3e} tok/s", n as f64 / ns_to_s(d))
+        } else {
+            "an infinite rate".to_string()
+        };
+        say(format!(
+            "eval_duration {:.3} s for {n} tokens ({server_rate}), but the client received them over {:.3} s",
+            ns_to_s(d),
+            seen.span_s
+        ));
+    }
+    why
 }
 
 /// Marks `rec` invalid when the runner process changed since the model was loaded (a reload
@@ -130,11 +254,12 @@ pub fn check_runner(rec: &mut TrialRecord, at_load: Option<u32>, now: Option<u32
     }
 }
 
-/// Every reason the trial's numbers cannot be trusted (empty when they can).
-pub fn validity(plan: &TrialPlan, r: &TrialRecord) -> Vec<String> {
+/// Every reason the trial's numbers cannot be trusted beyond [`impossible_figures`] (empty
+/// when they can), from the server's figures `m` as sent and the record `r`.
+pub fn validity(plan: &TrialPlan, m: &FinalMetrics, r: &TrialRecord) -> Vec<String> {
     let mut why = Vec::new();
     let intended = plan.intended_tokens as f64;
-    match r.prompt_tokens_evaluated {
+    match m.prompt_eval_count {
         None => why.push("server did not report prompt_eval_count".to_string()),
         Some(got) if (got as f64) < intended * (1.0 - FILL_TOLERANCE) => why.push(format!(
             "prompt truncated: server evaluated {got} of {} intended prompt tokens",
@@ -153,11 +278,11 @@ pub fn validity(plan: &TrialPlan, r: &TrialRecord) -> Vec<String> {
             "model reloaded inside the cell: load_duration {load:.2} s > {RELOAD_THRESHOLD_S} s"
         ));
     }
-    match r.output_tokens {
+    match m.eval_count {
         None => why.push("server did not report eval_count".to_string()),
         Some(n) if n < 2 => why.push(format!("only {n} output token(s): no decode to measure")),
         Some(n) => {
-            let floor = (plan.num_predict / 4).max(2);
+            let floor = u64::from((plan.num_predict / 4).max(2));
             if n < floor && r.done_reason.as_deref() != Some("length") {
                 why.push(format!(
                     "model stopped after {n} output tokens (done_reason {:?}); decode needs at least {floor} of num_predict {}",
@@ -165,7 +290,7 @@ pub fn validity(plan: &TrialPlan, r: &TrialRecord) -> Vec<String> {
                     plan.num_predict
                 ));
             }
-            if r.done_reason.as_deref() == Some("length") && n < plan.num_predict {
+            if r.done_reason.as_deref() == Some("length") && n < u64::from(plan.num_predict) {
                 why.push(format!(
                     "generation hit the context limit after {n} of {} tokens",
                     plan.num_predict
@@ -189,7 +314,7 @@ pub fn validity(plan: &TrialPlan, r: &TrialRecord) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{FinalMetrics, StreamEvent};
+    use crate::backend::StreamEvent;
     use rstest::rstest;
     use std::time::Duration;
 
@@ -232,6 +357,7 @@ mod tests {
             events,
             metrics: metrics(1000, 8),
             e2e: Duration::from_millis(1750),
+            retried: None,
         }
     }
 
@@ -280,6 +406,7 @@ mod tests {
             events,
             metrics: metrics(1000, 8),
             e2e: Duration::from_millis(1950),
+            retried: None,
         };
         let r = from_completed(&plan(), &c);
         assert!(r.valid, "{:?}", r.invalid_reasons);
@@ -382,6 +509,87 @@ mod tests {
         assert_eq!(
             r.invalid_reasons,
             ["stream ended without done:true after 3 chunk(s)"]
+        );
+    }
+
+    /// The server's figures against what the client saw: each case changes the normal stream
+    /// (8 chunks over 0.7 s, 1.75 s end to end, 3500 bytes of prompt) and names the reason.
+    #[rstest]
+    #[case::eval_count_far_above_chunks(
+        |c: &mut Completed| {
+            c.metrics.eval_count = Some(1_000_000_000_000_000);
+            c.metrics.eval_duration = Some(1);
+        },
+        "impossible server figures: eval_count 1000000000000000 for 8 chunks with content received (more than 16 tokens a chunk)"
+    )]
+    #[case::eval_count_below_chunks(
+        |c: &mut Completed| c.metrics.eval_count = Some(5),
+        "impossible server figures: eval_count 5 is less than the 8 chunks with content received (each carries at least one token)"
+    )]
+    #[case::prompt_eval_count_past_the_prompt(
+        |c: &mut Completed| c.metrics.prompt_eval_count = Some((1 << 32) + 256),
+        "impossible server figures: prompt_eval_count 4294967552 exceeds the 3500 bytes of prompt sent (a token covers at least one byte)"
+    )]
+    #[case::eval_duration_past_e2e(
+        |c: &mut Completed| c.metrics.eval_duration = Some(60_000_000_000),
+        "impossible server figures: eval_duration 60.000 s is longer than the client's end-to-end time 1.750 s"
+    )]
+    #[case::prompt_eval_duration_past_e2e(
+        |c: &mut Completed| c.metrics.prompt_eval_duration = Some(2_000_000_000),
+        "impossible server figures: prompt_eval_duration 2.000 s is longer than the client's end-to-end time 1.750 s"
+    )]
+    #[case::decode_far_faster_than_received(
+        |c: &mut Completed| c.metrics.eval_duration = Some(100_000_000),
+        "impossible server figures: eval_duration 0.100 s for 8 tokens (8.000e1 tok/s), but the client received them over 0.700 s"
+    )]
+    fn impossible_figures_are_invalid(#[case] tweak: fn(&mut Completed), #[case] reason: &str) {
+        let mut c = normal();
+        tweak(&mut c);
+        let r = from_completed(&plan(), &c);
+        assert!(!r.valid);
+        assert_eq!(r.invalid_reasons[0], reason, "{:?}", r.invalid_reasons);
+    }
+
+    /// Controls at the edges of the bounds: figures that a working server can give pass.
+    #[rstest]
+    #[case::sixteen_tokens_a_chunk(|c: &mut Completed| c.metrics.eval_count = Some(8 * 16))]
+    #[case::one_token_a_chunk(|c: &mut Completed| c.metrics.eval_count = Some(8))]
+    #[case::prompt_plus_special_tokens(|c: &mut Completed| c.metrics.prompt_eval_count = Some(3500 + 16))]
+    #[case::eval_duration_within_slack(|c: &mut Completed| c.metrics.eval_duration = Some(1_760_000_000))]
+    // Span 0.7 s ≤ 4 × 0.12 s + 0.25 s = 0.73 s: a stalled link, not an impossible figure.
+    #[case::decode_span_within_bound(|c: &mut Completed| c.metrics.eval_duration = Some(120_000_000))]
+    fn possible_figures_pass(#[case] tweak: fn(&mut Completed)) {
+        let mut c = normal();
+        tweak(&mut c);
+        let seen = ClientSaw {
+            chunks: 8,
+            span_s: 0.7,
+            e2e_s: 1.75,
+            prompt_bytes: 3500,
+        };
+        assert_eq!(impossible_figures(&c.metrics, &seen), Vec::<String>::new());
+    }
+
+    /// A figure too large for the record is left out, never wrapped: 2^32 + 256 is not 256.
+    #[test]
+    fn huge_figures_are_not_wrapped() {
+        let mut c = normal();
+        c.metrics.prompt_eval_count = Some((1 << 32) + 256);
+        let r = from_completed(&plan(), &c);
+        assert_eq!(r.prompt_tokens_evaluated, None);
+        assert!(!r.valid);
+        assert!(
+            r.invalid_reasons.contains(
+                &"prompt larger than intended: server evaluated 4294967552 of 1000 intended prompt tokens"
+                    .to_string()
+            ),
+            "{:?}",
+            r.invalid_reasons
+        );
+        assert!(
+            !r.invalid_reasons.iter().any(|s| s.contains("truncated")),
+            "{:?}",
+            r.invalid_reasons
         );
     }
 }

@@ -198,6 +198,10 @@ pub struct TrialRecord {
     pub runner_pid: Option<u32>,
     /// Server process-tree RSS right after the trial (bytes).
     pub rss_after_bytes: Option<u64>,
+    /// Retries of the request after 429/503 with `Retry-After`, and the time waited (absent
+    /// when there were none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<crate::backend::Retried>,
 }
 
 /// Summaries of the valid measured trials. Each interval is a 95 % Student-t interval.

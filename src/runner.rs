@@ -289,13 +289,24 @@ async fn phases(
     mut meta: RunMetadata,
 ) -> CellRun {
     let client = OllamaClient::new(&env.config);
+    // Preflight (issue 7 item 3): only an unreachable server or a model not pulled skips the
+    // cell; a server that answers wrongly makes it INVALID with what it answered.
     let facts = match preflight(&client, &spec.model).await {
         Ok(f) => f,
-        Err(e) => {
+        Err(e) if e.skips() => {
             return CellRun::Skipped {
                 meta: Box::new(meta),
                 why: e.to_string(),
             };
+        }
+        Err(e) => {
+            progress(spec, &e.to_string());
+            return CellRun::Ran(Box::new(Ran {
+                meta,
+                problems: vec![e.to_string()],
+                notes: client.take_retry_notes(),
+                ..Ran::default()
+            }));
         }
     };
     record_facts(&mut meta, &facts);
@@ -335,6 +346,7 @@ async fn phases(
     if let Err(e) = clean_slate(&client, &env.config).await {
         ran.problems
             .push(format!("could not unload models before the cell: {e}"));
+        ran.notes.extend(client.take_retry_notes());
         return CellRun::Ran(Box::new(ran));
     }
     let monitor = Monitor::start(&MonitorConfig {
@@ -349,6 +361,8 @@ async fn phases(
     // Free the memory for whatever comes next; the next cell checks again.
     let _ = client.unload(&spec.model).await;
     ran.hardware = monitor.stop();
+    // Info requests that needed a retry (429/503 with Retry-After) say so in the notes.
+    ran.notes.extend(client.take_retry_notes());
     CellRun::Ran(Box::new(ran))
 }
 

@@ -4,7 +4,7 @@
 //!
 //! - `-- --list` reads the table only: no server is contacted.
 //! - A model that cannot be searched here (server unreachable, model not pulled) is ignored with
-//!   the reason, or fails with `O3_REQUIRE_SERVER=1`.
+//!   the reason, or fails with `O3_REQUIRE_SERVER=1`; a server that answers wrongly fails it.
 //! - The test passes when a passing context was found (a budget that cut the thread or batch
 //!   search short is printed as a warning); it fails when no context passed.
 //! - Slugs whose rows are all `optional` are ignored unless `-- --include-ignored`.
@@ -60,6 +60,7 @@ fn search(
 ) -> Result<Completion, Failed> {
     match optimize_model(rows, env, opt) {
         ModelOutcome::CannotRun(why) => harness::cannot_run(&env.config, &why),
+        ModelOutcome::Broken(why) => Err(why.into()),
         ModelOutcome::Searched(record) => {
             let line = summary_line(&record);
             if let Some(why) = &record.stopped {

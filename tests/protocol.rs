@@ -10,14 +10,19 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use o3_suite::backend::Retried;
 use o3_suite::config::Config;
-use o3_suite::harness::RunEnv;
+use o3_suite::harness::{self, RunEnv};
+use o3_suite::optimize::OptConfig;
+use o3_suite::optimize::live::{ModelOutcome, optimize_model};
 use o3_suite::results::{CellResult, CellSpec, Gates, StopReason, TrialKind, TrialRecord, Verdict};
 use o3_suite::runner::{CellOptions, run_cell_with};
 use rstest::rstest;
 use serde_json::{Value, json};
 
-use scripted_server::{Behaviour, CHARS_PER_TOKEN, DIGEST, Recorded, Script, ScriptedServer};
+use scripted_server::{
+    Answer, Behaviour, CHARS_PER_TOKEN, DIGEST, Raw, Recorded, Script, ScriptedServer,
+};
 
 /// The model the scripted server has.
 const MODEL: &str = "o3-scripted:1b";
@@ -1012,4 +1017,308 @@ fn unreachable_server_cannot_run() {
     let file = env.run_dir.cell_path(&r.cell.test_name);
     assert!(file.is_file(), "{}", file.display());
     assert!(env.run_dir.report_path("performance_matrix.md").is_file());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. A server that answers, but wrongly (issue 7 item 3): INVALID with the endpoint, the
+//     status and the start of the body — never SKIPPED.
+
+/// An HTML page far longer than an error may quote.
+fn html_page() -> String {
+    format!(
+        "<!DOCTYPE html><html><head><title>Sign in</title></head><body>{}</body></html>",
+        "<p>a reverse proxy's login page</p>".repeat(300)
+    )
+}
+
+#[rstest]
+#[case::html_from_version(
+    "GET /api/version",
+    Raw::new(200, "text/html", &html_page()),
+    format!(
+        "GET /api/version answered HTTP 200 with a body that is not JSON (expected value at line 1 column 1): {:?}",
+        // The first 200 characters of the page, and a mark that it was cut.
+        format!("{}…", html_page().chars().take(200).collect::<String>())
+    )
+)]
+#[case::bad_gateway_from_version(
+    "GET /api/version",
+    Raw::new(502, "text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    "GET /api/version answered HTTP 502: <html><body><h1>502 Bad Gateway</h1></body></html>".to_string()
+)]
+#[case::json_without_version(
+    "GET /api/version",
+    Raw::new(200, "application/json", r#"{"status":"ok"}"#),
+    "GET /api/version answered HTTP 200 with JSON that is not Ollama's answer (missing field `version`): \"{\\\"status\\\":\\\"ok\\\"}\"".to_string()
+)]
+#[case::invalid_json_from_tags(
+    "GET /api/tags",
+    Raw::new(200, "application/json", r#"{"models": [{"name": "o3-scripted:1b""#),
+    "GET /api/tags answered HTTP 200 with a body that is not JSON (EOF while parsing an object at line 1 column 37): \"{\\\"models\\\": [{\\\"name\\\": \\\"o3-scripted:1b\\\"\"".to_string()
+)]
+#[case::unavailable_tags(
+    "GET /api/tags",
+    Raw::new(503, "text/plain", "upstream connect error"),
+    "GET /api/tags answered HTTP 503: upstream connect error".to_string()
+)]
+#[case::show_500(
+    "POST /api/show",
+    Raw::new(500, "application/json", r#"{"error":"failed to read the model's metadata"}"#),
+    "POST /api/show answered HTTP 500: failed to read the model's metadata".to_string()
+)]
+fn a_broken_server_is_invalid_not_skipped(
+    #[case] endpoint: &str,
+    #[case] answer: Raw,
+    #[case] error: String,
+) {
+    let script = Script::new(MODEL).answer(endpoint, Answer::Always(answer));
+    let ran = run("scripted_broken::ctx_8k", script);
+    let host = ran.server.host();
+    ran.expect_invalid(
+        StopReason::NotStarted,
+        0,
+        format!("the server at {host} is broken: {error}"),
+    );
+    // The body is quoted, bounded: never the whole 10 KB page.
+    assert!(only_reason(&ran).len() < 600, "{}", only_reason(&ran));
+    assert!(ran.server.generates().is_empty(), "nothing is loaded");
+    // The test fails, whatever O3_REQUIRE_SERVER says.
+    let outcome = harness::cell_outcome(&ran.env.config, ran.result());
+    assert!(outcome.is_err(), "a broken server must fail the test");
+}
+
+/// A 503 with `Retry-After: 1` on `/api/version`, then the normal answer: the harness waits
+/// and retries, the cell runs, and the judgement's notes say so.
+#[test]
+fn a_busy_info_request_is_retried_and_noted() {
+    let script = Script::new(MODEL).answer("GET /api/version", Answer::Then(vec![Raw::busy(1)]));
+    let ran = run("scripted_busy_version::ctx_8k", script);
+    ran.expect_pass();
+    let versions = ran
+        .server
+        .requests()
+        .iter()
+        .filter(|q| q.path == "/api/version")
+        .count();
+    assert_eq!(versions, 2, "one retry");
+    assert!(ran.elapsed >= Duration::from_secs(1), "{:?}", ran.elapsed);
+    assert!(
+        ran.result().judgement.notes.contains(
+            &"GET /api/version: 1 retry after HTTP 503 with Retry-After, 1.0 s waited".to_string()
+        ),
+        "{:?}",
+        ran.result().judgement.notes
+    );
+}
+
+/// 503 with `Retry-After` on every answer: three attempts at most, then INVALID with the
+/// status, the body and the retries; a `Retry-After` past the request's timeout is not waited.
+#[rstest]
+#[case::busy_forever(
+    1,
+    3,
+    "GET /api/version answered HTTP 503: server busy, please try again.  maximum pending requests exceeded [gave up after 3 attempts] (2 retries after HTTP 503 with Retry-After, 2.0 s waited)"
+)]
+#[case::retry_after_past_the_timeout(
+    3600,
+    1,
+    "GET /api/version answered HTTP 503: server busy, please try again.  maximum pending requests exceeded [Retry-After 3600.0 s is past the request's timeout of 7.0 s]"
+)]
+fn a_server_busy_for_good_is_invalid_after_bounded_retries(
+    #[case] secs: u64,
+    #[case] attempts: usize,
+    #[case] error: &str,
+) {
+    let script = Script::new(MODEL).answer("GET /api/version", Answer::Always(Raw::busy(secs)));
+    // The bound of each small request: 5 s + 2 s.
+    let ran = run_script("scripted_busy_forever::ctx_8k", script, |c| {
+        c.connect_timeout = Duration::from_secs(5);
+        c.chunk_gap_timeout = Duration::from_secs(2);
+    });
+    let host = ran.server.host();
+    ran.expect_invalid(
+        StopReason::NotStarted,
+        0,
+        format!("the server at {host} is broken: {error}"),
+    );
+    assert_eq!(ran.server.requests().len(), attempts);
+}
+
+/// A measured trial answered 503 with `Retry-After` is retried; the trial records the retry,
+/// and its clock starts at the attempt that streamed (its TTFT does not hold the wait).
+#[test]
+fn a_busy_trial_is_retried_and_recorded() {
+    let script = Script::new(MODEL).measured(|n| {
+        if n == 1 {
+            Behaviour::Busy { secs: 2 }
+        } else {
+            Behaviour::Normal
+        }
+    });
+    let ran = run("scripted_busy_trial::ctx_8k", script);
+    ran.expect_pass();
+    let m = ran.measured();
+    assert_eq!(
+        m[0].retried,
+        Some(Retried {
+            retries: 1,
+            waited_s: 2.0,
+            status: 503
+        }),
+        "{:#?}",
+        m[0]
+    );
+    assert!(m[0].valid, "{:#?}", m[0]);
+    assert!(m[0].ttft_s.unwrap() < 2.0, "{:?}", m[0].ttft_s);
+    assert!(m[1..].iter().all(|t| t.retried.is_none()), "{m:#?}");
+    let disk = ran.result_on_disk();
+    assert_eq!(
+        disk.trials,
+        ran.result().trials,
+        "the retry is in the result file"
+    );
+}
+
+/// A server that accepts and never answers `/api/version` holds the cell for the configured
+/// bound (connect 1 s + chunk gap 1 s), not a fixed 30 s, and the error names that bound.
+#[test]
+fn a_server_that_never_answers_is_bounded_by_the_configured_timeouts() {
+    let script = Script::new(MODEL).answer("GET /api/version", Answer::Never);
+    let ran = run_script("scripted_mute::ctx_8k", script, |c| {
+        c.connect_timeout = Duration::from_secs(1);
+        c.chunk_gap_timeout = Duration::from_secs(1);
+        c.first_chunk_timeout = Duration::from_secs(1);
+        c.trial_timeout = Duration::from_secs(2);
+    });
+    let host = ran.server.host();
+    ran.expect_invalid(
+        StopReason::NotStarted,
+        0,
+        format!(
+            "the server at {host} is broken: timed out after 2.0 s waiting for GET /api/version to answer (O3_CONNECT_TIMEOUT_S 1.0 s + O3_CHUNK_GAP_TIMEOUT_S 1.0 s)"
+        ),
+    );
+    // 6× the bound, for a loaded 2-core machine; the fixed timeout held it 30 s.
+    assert!(
+        ran.elapsed >= Duration::from_secs(2) && ran.elapsed < Duration::from_secs(12),
+        "{:?}",
+        ran.elapsed
+    );
+}
+
+/// The optimizer shares the preflight: a broken server fails its test too.
+#[test]
+fn a_broken_server_fails_the_optimizer() {
+    let script = Script::new(MODEL).answer(
+        "GET /api/version",
+        Answer::Always(Raw::new(200, "text/html", &html_page())),
+    );
+    let server = ScriptedServer::start(script);
+    let env = RunEnv::new(config(server.base_url())).expect("the run directory can be created");
+    let outcome = optimize_model(
+        vec![spec("scripted_opt_broken::ctx_8k")],
+        &env,
+        &OptConfig::default(),
+    );
+    match outcome {
+        ModelOutcome::Broken(why) => assert!(
+            why.starts_with(&format!(
+                "the server at {} is broken: GET /api/version answered HTTP 200",
+                server.host()
+            )),
+            "{why}"
+        ),
+        other => panic!("expected Broken, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Impossible figures (issue 7 item 4): invalid with the reason, never scored.
+
+#[rstest]
+#[case::eval_count_1e15_over_1ns(
+    json!({"eval_count": 1_000_000_000_000_000u64, "eval_duration": 1}),
+    "impossible server figures: eval_count 1000000000000000 for 16 chunks with content received (more than 16 tokens a chunk)"
+)]
+#[case::eval_count_below_the_chunks(
+    json!({"eval_count": 3}),
+    "impossible server figures: eval_count 3 is less than the 16 chunks with content received (each carries at least one token)"
+)]
+#[case::prompt_eval_count_past_u32(
+    json!({"prompt_eval_count": (1u64 << 32) + 256}),
+    "prompt larger than intended: server evaluated 4294967552 of 2000 intended prompt tokens"
+)]
+#[case::prompt_eval_duration_of_an_hour(
+    json!({"prompt_eval_duration": 3_600_000_000_000u64}),
+    "impossible server figures: prompt_eval_duration 3600.000 s is longer than the client's end-to-end time"
+)]
+fn impossible_server_figures_invalidate_the_trials(#[case] fields: Value, #[case] reason: &str) {
+    let f = fields.clone();
+    let script = Script::new(MODEL).measured(move |_| Behaviour::FinalFields(f.clone()));
+    let ran = run("scripted_impossible::ctx_8k", script);
+    ran.expect(Verdict::Invalid, StopReason::TooManyInvalid, 3);
+    for t in ran.measured() {
+        assert!(!t.valid, "{t:#?}");
+        assert!(
+            t.invalid_reasons.iter().any(|s| s.starts_with(reason)),
+            "{reason}\n{:#?}",
+            t.invalid_reasons
+        );
+    }
+    if fields.get("prompt_eval_count").is_some() {
+        for t in ran.measured() {
+            assert_eq!(t.prompt_tokens_evaluated, None, "not wrapped to 256");
+            assert!(
+                t.invalid_reasons.iter().any(|s| s.starts_with(
+                    "impossible server figures: prompt_eval_count 4294967552 exceeds the "
+                )),
+                "{:#?}",
+                t.invalid_reasons
+            );
+        }
+    }
+    if fields
+        .get("eval_count")
+        .is_some_and(|v| v.as_u64() > Some(u64::from(u32::MAX)))
+    {
+        assert!(ran.measured().iter().all(|t| t.output_tokens.is_none()));
+    }
+}
+
+/// A decode the server times at 1 ns that the client received over 0.6 s (16 lines 40 ms
+/// apart): the server's rate cannot be true.
+#[test]
+fn a_decode_faster_than_received_is_invalid() {
+    let script = Script {
+        chunk_delay: Duration::from_millis(40),
+        ..Script::new(MODEL)
+    }
+    .measured(|_| Behaviour::FinalFields(json!({"eval_duration": 1})));
+    let ran = run("scripted_instant_decode::ctx_8k", script);
+    ran.expect(Verdict::Invalid, StopReason::TooManyInvalid, 3);
+    for t in ran.measured() {
+        assert!(!t.valid);
+        assert!(
+            t.invalid_reasons[0].starts_with(
+                "impossible server figures: eval_duration 0.000 s for 16 tokens (1.600e10 tok/s), but the client received them over "
+            ),
+            "{:#?}",
+            t.invalid_reasons
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. A 10 MB line (issue 7 item 4): an error past 1 MiB, named, not a slow read.
+
+#[test]
+fn a_10_mb_line_is_an_error() {
+    let script = Script::new(MODEL).measured(|_| Behaviour::HugeLine { bytes: 10 << 20 });
+    let ran = run("scripted_huge_line::ctx_8k", script);
+    ran.expect_all_invalid(
+        StopReason::Error,
+        2,
+        "stream line longer than 1048576 bytes after 0 chunk(s): not Ollama's wire format",
+    );
+    ran.expect_unloaded_at_end();
 }

@@ -36,6 +36,9 @@ impl Prober for LiveProber<'_> {
 pub enum ModelOutcome {
     /// The model cannot be searched here (server unreachable, model not pulled).
     CannotRun(String),
+    /// The server answers wrongly (an error status, a body that is not Ollama's, no answer in
+    /// time): the preflight error, which fails the test.
+    Broken(String),
     /// The search ran (possibly cut short: see the record).
     Searched(Box<SearchRecord>),
 }
@@ -85,7 +88,8 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
     let client = OllamaClient::new(&env.config);
     let pre = match RUNTIME.block_on(preflight(&client, &model)) {
         Ok(p) => p,
-        Err(e) => return ModelOutcome::CannotRun(e.to_string()),
+        Err(e) if e.skips() => return ModelOutcome::CannotRun(e.to_string()),
+        Err(e) => return ModelOutcome::Broken(e.to_string()),
     };
     let host = monitor::host_info();
     let max_threads = cfg.max_threads.unwrap_or(host.cpu_logical as u32).max(1);

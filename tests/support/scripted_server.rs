@@ -99,6 +99,20 @@ pub enum Behaviour {
         /// Delay between two lines.
         gap: Duration,
     },
+    /// A normal stream whose final line has these fields replaced (impossible figures).
+    FinalFields(Value),
+    /// `503` with `Retry-After: secs` and Ollama's busy message, before streaming began; the
+    /// retry is the next request (the next trial's behaviour answers it).
+    Busy {
+        /// The `Retry-After` value (seconds).
+        secs: u64,
+    },
+    /// One answer line of `bytes` bytes (written in 64 KiB chunks) before anything else; the
+    /// rest of the stream is never sent.
+    HugeLine {
+        /// Bytes of the line.
+        bytes: usize,
+    },
     /// An error status before streaming began, with `{"error": message}`.
     HttpError {
         /// HTTP status.
@@ -116,6 +130,54 @@ impl Behaviour {
             message: message.to_string(),
         }
     }
+}
+
+/// A hand-made HTTP answer: any status, headers and body (HTML, invalid JSON, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raw {
+    /// HTTP status.
+    pub status: u16,
+    /// Extra headers (`Retry-After`, …); `Content-Type` is `content_type`.
+    pub headers: Vec<(String, String)>,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// The body, as sent.
+    pub body: String,
+}
+
+impl Raw {
+    /// `status` with `body` of `content_type`.
+    pub fn new(status: u16, content_type: &str, body: &str) -> Raw {
+        Raw {
+            status,
+            headers: Vec::new(),
+            content_type: content_type.to_string(),
+            body: body.to_string(),
+        }
+    }
+
+    /// Ollama's busy answer: `503` with `Retry-After: secs`.
+    pub fn busy(secs: u64) -> Raw {
+        Raw {
+            headers: vec![("Retry-After".to_string(), secs.to_string())],
+            ..Raw::new(
+                503,
+                "application/json; charset=utf-8",
+                r#"{"error":"server busy, please try again.  maximum pending requests exceeded"}"#,
+            )
+        }
+    }
+}
+
+/// How an info endpoint (`GET /api/version`, …) answers instead of its normal answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The `n`-th request (0-based) gets `answers[n]`; past the end, the normal answer.
+    Then(Vec<Raw>),
+    /// Every request gets this.
+    Always(Raw),
+    /// The request is read, and nothing is ever answered (the connection stays open).
+    Never,
 }
 
 /// Chooses the behaviour of measured trial `n` (1-based).
@@ -160,6 +222,8 @@ pub struct Script {
     pub first_line_delay: Duration,
     /// Delay between two lines of a stream (the scripted decode).
     pub chunk_delay: Duration,
+    /// Endpoints (`"GET /api/version"`) that answer otherwise than normally.
+    pub answers: Vec<(String, Answer)>,
 }
 
 impl Script {
@@ -183,7 +247,14 @@ impl Script {
             connection_close: false,
             first_line_delay: Duration::from_millis(15),
             chunk_delay: Duration::from_millis(8),
+            answers: Vec::new(),
         }
+    }
+
+    /// The same script with `endpoint` (`"GET /api/version"`) answering as `answer` says.
+    pub fn answer(mut self, endpoint: &str, answer: Answer) -> Script {
+        self.answers.push((endpoint.to_string(), answer));
+        self
     }
 
     /// The same script with `f` choosing the behaviour of measured trial `n` (1-based).
@@ -259,6 +330,8 @@ struct State {
     requests: Vec<Recorded>,
     loaded: Option<Loaded>,
     prompt_requests: usize,
+    /// Requests per scripted endpoint so far.
+    answered: std::collections::HashMap<String, usize>,
 }
 
 struct Shared {
@@ -466,6 +539,7 @@ fn reason_phrase(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
@@ -535,8 +609,52 @@ fn details() -> Value {
 
 const CREATED_AT: &str = "2026-08-21T10:00:00.103412771Z";
 
+async fn respond_raw(w: &mut OwnedWriteHalf, shared: &Shared, raw: &Raw) -> io::Result<After> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}",
+        raw.status,
+        reason_phrase(raw.status),
+        raw.content_type,
+        raw.body.len(),
+        connection_header(shared)
+    );
+    for (k, v) in &raw.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    w.write_all(format!("{head}{}", raw.body).as_bytes())
+        .await?;
+    w.flush().await?;
+    Ok(After::KeepAlive)
+}
+
+/// The scripted answer to `req`, if its endpoint has one for this request.
+fn scripted_answer(req: &Recorded, shared: &Shared) -> Option<Answer> {
+    let key = format!("{} {}", req.method, req.path);
+    let (_, answer) = shared.script.answers.iter().find(|(k, _)| *k == key)?;
+    let n = {
+        let mut st = shared.state();
+        let c = st.answered.entry(key).or_insert(0);
+        *c += 1;
+        *c - 1
+    };
+    match answer {
+        Answer::Then(list) => list.get(n).cloned().map(Answer::Always),
+        other => Some(other.clone()),
+    }
+}
+
 async fn route(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io::Result<After> {
     let script = &shared.script;
+    match scripted_answer(req, shared) {
+        Some(Answer::Always(raw)) => return respond_raw(w, shared, &raw).await,
+        Some(Answer::Never) => {
+            // Held until the server's runtime is dropped with the test.
+            std::future::pending::<()>().await;
+            return Ok(After::Close);
+        }
+        Some(Answer::Then(_)) | None => {}
+    }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/api/version") => {
             respond_json(w, shared, 200, &json!({ "version": script.version })).await
@@ -703,6 +821,7 @@ async fn generate(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io
             tokio::time::sleep(Duration::from_secs(*secs)).await;
             return Ok(After::Close);
         }
+        Behaviour::Busy { secs } => return respond_raw(w, shared, &Raw::busy(*secs)).await,
         _ => {}
     }
     let load_ns = ensure_loaded(shared, &req.body);
@@ -720,6 +839,16 @@ async fn generate(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io
 
     let mut out = ChunkedWriter::new(w, shared);
     out.split = behaviour == Behaviour::SplitLines;
+    if let Behaviour::HugeLine { bytes } = &behaviour {
+        // `{"response":"xxxx…` without an end: the client must give up before the newline.
+        let mut line = br#"{"model":"m","response":""#.to_vec();
+        line.resize(*bytes, b'x');
+        for piece in line.chunks(64 * 1024) {
+            out.chunk(piece).await?;
+        }
+        out.chunk(b"\"}\n").await?;
+        return Ok(After::Close);
+    }
     let (chunks, thinking) = match &behaviour {
         Behaviour::Thinking { chunks } => (num_predict as usize, *chunks),
         Behaviour::ErrorLine { after, .. }
@@ -765,7 +894,7 @@ async fn generate(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io
                 _ => load_ns,
             };
             let eval_ns = decode_start.elapsed().as_nanos() as u64;
-            out.line(&json!({
+            let mut last = json!({
                 "model": script.model,
                 "created_at": CREATED_AT,
                 "response": "",
@@ -777,8 +906,13 @@ async fn generate(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io
                 "prompt_eval_duration": prefill_ns,
                 "eval_count": num_predict,
                 "eval_duration": eval_ns
-            }))
-            .await?;
+            });
+            if let Behaviour::FinalFields(Value::Object(fields)) = &behaviour {
+                for (k, v) in fields {
+                    last[k] = v.clone();
+                }
+            }
+            out.line(&last).await?;
             out.end().await?;
             Ok(After::KeepAlive)
         }
