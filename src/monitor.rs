@@ -13,8 +13,9 @@
 //! changes on every reload). [`Monitor::stop`] joins the thread and returns the
 //! [`HardwareSummary`].
 //!
-//! When the server process is not on this host (or cannot be found) the sampler falls back to
-//! system-wide figures: "tree" memory is the system's used memory and CPU is the whole machine's,
+//! When the server process is not on this host, or cannot be found, or cannot be proven to hold
+//! the listening socket (another user's process: a process is never taken for the server by its
+//! name), the sampler falls back to system-wide figures: "tree" memory is the system's used memory and CPU is the whole machine's,
 //! in the same unit; [`HardwareSummary::source`] and a note say so.
 //!
 //! The sampler measures its own cost: CPU time of the sampler thread
@@ -131,7 +132,6 @@ struct Sampler {
     mode: Mode,
     server: Option<Tracked>,
     server_comm: String,
-    server_by_name: bool,
     /// Why system-wide figures are sampled (system mode).
     fallback_reason: String,
     /// Last server pid ever tracked (for "server pid changed" notes).
@@ -181,7 +181,6 @@ impl Sampler {
             mode: Mode::System,
             server: None,
             server_comm: String::new(),
-            server_by_name: false,
             fallback_reason: String::new(),
             last_server_pid: None,
             runners: Vec::new(),
@@ -214,7 +213,7 @@ impl Sampler {
         let why_not = match locate_server(&cfg.base_url) {
             Locate::Found(l) => match Tracked::of(l.pid) {
                 Some(t) if procfs::process_memory(l.pid).is_some() => {
-                    s.adopt_server(t, l.comm, l.by_name);
+                    s.adopt_server(t, l.comm);
                     None
                 }
                 _ => Some(format!(
@@ -258,11 +257,10 @@ impl Sampler {
         s
     }
 
-    fn adopt_server(&mut self, t: Tracked, comm: String, by_name: bool) {
+    fn adopt_server(&mut self, t: Tracked, comm: String) {
         self.mode = Mode::Tree;
         self.server = Some(t);
         self.server_comm = comm;
-        self.server_by_name = by_name;
         self.last_server_pid = Some(t.pid);
         self.server_shared.store(t.pid, Ordering::Release);
         self.see(t.pid);
@@ -315,7 +313,7 @@ impl Sampler {
                 if let Some(old) = self.last_server_pid.filter(|&o| o != l.pid) {
                     self.note(format!("server pid changed {old} → {} (restart)", l.pid));
                 }
-                self.adopt_server(t, l.comm, l.by_name);
+                self.adopt_server(t, l.comm);
             } else {
                 return;
             }
@@ -468,13 +466,8 @@ impl Sampler {
             Mode::System => format!("system-wide: {}", self.fallback_reason),
             Mode::Tree => {
                 let server = self.last_server_pid.unwrap_or(0);
-                let how = if self.server_by_name {
-                    ", found by name"
-                } else {
-                    ""
-                };
                 format!(
-                    "process tree of pid {server} ({}{how}) + runners {:?}",
+                    "process tree of pid {server} ({}) + runners {:?}",
                     self.server_comm, self.seen_runners
                 )
             }

@@ -400,7 +400,10 @@ fn admit(spec: &CellSpec, meta: &RunMetadata, opts: &CellOptions) -> Result<(), 
     Ok(())
 }
 
-/// A clean slate: nothing loaded and no runner process alive.
+/// A clean slate: nothing loaded and no runner process alive. The runners waited on are those
+/// of the process proven to hold the server's listening socket ([`monitor::find_server_pid`]);
+/// when that process cannot be seen, only the server's own unload is waited for — never the
+/// runners of some other server.
 async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
     client.unload_all(cfg.unload_timeout).await?;
     // Wait for runner processes to exit too (the server kills them asynchronously).
