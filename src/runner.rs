@@ -341,6 +341,8 @@ async fn measure_cell(
     ran: &mut Ran,
 ) -> Result<(), Problem> {
     let spec = req.spec;
+    // Busy host (issue 7): an invalid O3_BUSY_CPU_PCT stops the cell before the load.
+    let busy_limit = monitor::busy_limit_from_env().map_err(|e| e.to_string())?;
     let loaded = load(client, req, monitor).await?;
     let runner_at_load = loaded.runner_pid;
     ran.load = Some(loaded);
@@ -361,11 +363,65 @@ async fn measure_cell(
         ratios,
         monitor,
         runner_at_load,
+        busy_limit,
         &mut ran.trials,
     )
     .await;
+    after_trials(client, spec, monitor, ran).await;
     Ok(())
 }
+
+// --- Foreign load on the host and the server (issue 7) --------------------------------------
+
+/// The server tree's CPU over [`monitor::SERVER_IDLE_WINDOW`] with no request of ours in
+/// flight; `None` when the server is not a process proven to be on this host.
+async fn server_idle(monitor: &Monitor) -> Option<monitor::CpuUsage> {
+    let mark = monitor.cpu_mark()?;
+    tokio::time::sleep(monitor::SERVER_IDLE_WINDOW).await;
+    monitor.cpu_since(&mark)
+}
+
+/// Notes of models in `/api/ps` that the cell did not load (the clean slate unloaded all).
+fn note_foreign_models(
+    ps: &[crate::backend::PsModel],
+    spec: &CellSpec,
+    when: &str,
+    notes: &mut Vec<String>,
+) {
+    let others: Vec<&str> = ps
+        .iter()
+        .filter(|m| !same_model(&m.name, &spec.model))
+        .map(|m| m.name.as_str())
+        .collect();
+    if !others.is_empty() {
+        notes.push(format!(
+            "another client used the server: {} loaded {when}, not by this cell (/api/ps)",
+            others.join(", ")
+        ));
+    }
+}
+
+/// After the measuring loop: the server idle again, no model loaded by someone else, and a note
+/// when the busy-host guard could not look.
+async fn after_trials(client: &OllamaClient, spec: &CellSpec, monitor: &Monitor, ran: &mut Ran) {
+    let measured = || ran.trials.iter().filter(|t| t.kind == TrialKind::Measured);
+    if measured().count() > 0 && measured().all(|t| t.foreign_cpu_pct.is_none()) {
+        ran.notes.push(
+            "busy-host guard off: no CPU figures of the server's processes here (hardware.source says why)"
+                .to_string(),
+        );
+    }
+    if let Some(u) = server_idle(monitor).await
+        && let Some(why) = monitor::server_busy_reason(&u, "after the last trial")
+    {
+        ran.notes.push(why);
+    }
+    if let Ok(ps) = client.ps().await {
+        note_foreign_models(&ps, spec, "during the trials", &mut ran.notes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// Facts of the server and the model, into the metadata.
 fn record_facts(meta: &mut RunMetadata, facts: &ModelFacts) {
@@ -480,6 +536,7 @@ async fn check_loaded(
     let Some(m) = ps.iter().find(|m| same_model(&m.name, &spec.model)) else {
         return Err("the model is not in /api/ps after loading it".to_string());
     };
+    note_foreign_models(&ps, spec, "after the load", &mut ran.notes); // issue 7
     ran.meta.ps_context_length = m.context_length;
     ran.meta.ps_size_bytes = m.size;
     match m.context_length {
@@ -622,6 +679,7 @@ async fn measuring_loop(
     ratios: workload::Ratios,
     monitor: &Monitor,
     runner_at_load: Option<u32>,
+    busy_limit: Option<f64>,
     trials: &mut Vec<TrialRecord>,
 ) -> StopReason {
     let spec = req.spec;
@@ -635,6 +693,8 @@ async fn measuring_loop(
         }
         let key = format!("{}/{}/trial-{measured}", env.run_id, spec.test_name);
         let p = workload::prompt(&key, spec.fill_tokens, ratios);
+        let idle = server_idle(monitor).await; // issue 7: the server quiet before the trial
+        let mark = monitor.cpu_mark(); // issue 7: who uses the CPU during the trial
         let (plan, outcome) = trial(
             client,
             req,
@@ -644,11 +704,20 @@ async fn measuring_loop(
             trials,
         )
         .await;
+        let during = mark.as_ref().and_then(|m| monitor.cpu_since(m));
         let mut rec = match &outcome {
             Ok(c) => measure::from_completed(&plan, c),
             Err(e) => measure::from_error(&plan, e),
         };
         measure::check_runner(&mut rec, runner_at_load, monitor.runner_pid());
+        monitor::check_trial_cpu(
+            &mut rec,
+            measured,
+            idle.as_ref(),
+            during.as_ref(),
+            busy_limit,
+            spec.num_thread,
+        );
         rec.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
         progress(spec, &trial_line(&rec, measured, cfg.max_trials));
         let fatal = matches!(

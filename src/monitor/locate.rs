@@ -186,7 +186,9 @@ fn unproven_hint(proc: &ProcFs) -> String {
     if named.is_empty() {
         String::new()
     } else {
-        format!("; processes named like a server run here ({named:?}) but none is proven to serve it")
+        format!(
+            "; processes named like a server run here ({named:?}) but none is proven to serve it"
+        )
     }
 }
 
@@ -401,7 +403,13 @@ mod tests {
     fn host_with_servers(owner_visible: bool) -> FakeProc {
         let p = FakeProc::new();
         p.listen(11504, 5555)
-            .process(100, "o3-refserver", 1, 10, &["/opt/o3-refserver", "--listen", "x"])
+            .process(
+                100,
+                "o3-refserver",
+                1,
+                10,
+                &["/opt/o3-refserver", "--listen", "x"],
+            )
             .process(200, "ollama", 1, 10, &["/usr/bin/ollama", "serve"])
             .fds(200, &[7777])
             .process(300, "bash", 1, 10, &["bash"])
@@ -434,10 +442,15 @@ mod tests {
             panic!("attributed a process that is not proven to serve the port");
         };
         assert!(
-            why.starts_with("a socket listens on 127.0.0.1:11504 but no visible process holds it (1 process(es)"),
+            why.starts_with(
+                "a socket listens on 127.0.0.1:11504 but no visible process holds it (1 process(es)"
+            ),
             "{why}"
         );
-        assert!(why.ends_with("run here ([100, 200]) but none is proven to serve it"), "{why}");
+        assert!(
+            why.ends_with("run here ([100, 200]) but none is proven to serve it"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -146,7 +146,9 @@ impl ProcFs {
 
     /// `<pid>/cmdline`, split.
     pub fn cmdline(&self, pid: u32) -> Option<Vec<String>> {
-        Some(parse_cmdline(&std::fs::read(self.path(format!("{pid}/cmdline"))).ok()?))
+        Some(parse_cmdline(
+            &std::fs::read(self.path(format!("{pid}/cmdline"))).ok()?,
+        ))
     }
 
     /// The targets of `<pid>/fd/*` (`socket:[inode]`, paths, …); `None` when the directory
@@ -165,7 +167,6 @@ impl ProcFs {
         parse_proc_stat(&self.read("stat")?)
     }
 }
-
 
 /// Value of a `Key:   123 kB` line, in bytes (the unit must be `kB` or absent).
 fn kb_field(text: &str, key: &str) -> Option<u64> {

@@ -14,6 +14,18 @@ impl Drop for ChildGuard {
     }
 }
 
+impl ChildGuard {
+    /// Spawns `cmd` (output discarded), killed when the guard is dropped.
+    pub(crate) fn spawn(cmd: &mut Command) -> ChildGuard {
+        ChildGuard(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn"),
+        )
+    }
+}
+
 /// A child of this process whose argv holds `extra`: a shell blocked on the `read` builtin (it
 /// does not fork or exec, so `/proc/<pid>/cmdline` keeps `extra`).
 pub(crate) fn spawn_sh(extra: &[&str]) -> ChildGuard {
@@ -112,7 +124,14 @@ impl FakeProc {
     }
 
     /// `<pid>/stat`: `ticks` of user time (no system time) and the start time `start`.
-    pub(crate) fn stat(&self, pid: u32, comm: &str, ppid: u32, ticks: u64, start: u64) -> &FakeProc {
+    pub(crate) fn stat(
+        &self,
+        pid: u32,
+        comm: &str,
+        ppid: u32,
+        ticks: u64,
+        start: u64,
+    ) -> &FakeProc {
         self.write(
             &format!("{pid}/stat"),
             &format!(
