@@ -362,8 +362,10 @@ async fn measure_cell(
         env,
         ratios,
         monitor,
-        runner_at_load,
-        busy_limit,
+        TrialChecks {
+            runner_at_load,
+            busy_limit,
+        },
         &mut ran.trials,
     )
     .await;
@@ -671,6 +673,14 @@ async fn warm_up(
     Ok(workload::calibrate(p.text.len(), n).map(|cpt| (ratios.scaled(factor), cpt)))
 }
 
+/// What each measured trial is checked against besides its own figures.
+struct TrialChecks {
+    /// The runner process right after the load (a different one is a reload).
+    runner_at_load: Option<u32>,
+    /// `O3_BUSY_CPU_PCT`, when set (issue 7).
+    busy_limit: Option<f64>,
+}
+
 /// Measured trials, one after the other, until the stopping rule is met.
 async fn measuring_loop(
     client: &OllamaClient,
@@ -678,8 +688,7 @@ async fn measuring_loop(
     env: &RunEnv,
     ratios: workload::Ratios,
     monitor: &Monitor,
-    runner_at_load: Option<u32>,
-    busy_limit: Option<f64>,
+    checks: TrialChecks,
     trials: &mut Vec<TrialRecord>,
 ) -> StopReason {
     let spec = req.spec;
@@ -709,13 +718,13 @@ async fn measuring_loop(
             Ok(c) => measure::from_completed(&plan, c),
             Err(e) => measure::from_error(&plan, e),
         };
-        measure::check_runner(&mut rec, runner_at_load, monitor.runner_pid());
+        measure::check_runner(&mut rec, checks.runner_at_load, monitor.runner_pid());
         monitor::check_trial_cpu(
             &mut rec,
             measured,
             idle.as_ref(),
             during.as_ref(),
-            busy_limit,
+            checks.busy_limit,
             spec.num_thread,
         );
         rec.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);

@@ -404,6 +404,75 @@ mod tests {
         assert_eq!(unknown, valid());
     }
 
+    /// The judgement of a cell whose decode is slow because the host was busy: INVALID with
+    /// "host busy" in its reasons when most trials were busy, not the FAIL the slow figures
+    /// alone would give (the rule of `judgement::too_few_valid`, unchanged).
+    #[rstest]
+    #[case(&[true, true, true], crate::results::Verdict::Invalid)]
+    #[case(&[true, true, false], crate::results::Verdict::Invalid)]
+    #[case(&[false, false, false], crate::results::Verdict::Fail)]
+    fn a_mostly_busy_cell_is_invalid_not_fail(
+        #[case] busy: &[bool],
+        #[case] want: crate::results::Verdict,
+    ) {
+        use crate::results::{CellSpec, Gates, TrialKind};
+        use crate::runner::{CellRun, Ran, assemble};
+        let spec = CellSpec {
+            test_name: "m::ctx_2k".into(),
+            name: "m".into(),
+            model: "m".into(),
+            category: "c".into(),
+            num_ctx: 2048,
+            fill_tokens: 1024,
+            num_batch: 512,
+            num_thread: 2,
+            num_predict: 32,
+            gates: Gates {
+                ttft_max_s: 8.0,
+                tok_s_min: 10.0,
+                stability_min: 0.0,
+                ram_max_pct: 80.0,
+            },
+            use_case: "u".into(),
+            optional: false,
+            optimize: true,
+            source: "m.csv:2".into(),
+        };
+        let trials: Vec<TrialRecord> = busy
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let mut t = TrialRecord {
+                    index: i as u32,
+                    kind: TrialKind::Measured,
+                    valid: true,
+                    ttft_s: Some(1.0),
+                    decode_tps: Some(5.7 + i as f64 * 0.1), // below the 10 tok/s gate
+                    rss_after_bytes: Some(1 << 30),
+                    ..TrialRecord::default()
+                };
+                let during = cpu(if b { 60.0 } else { 2.0 }, 190.0);
+                check_trial_cpu(&mut t, i as u32 + 1, None, Some(&during), None, 2);
+                t
+            })
+            .collect();
+        let ran = Ran {
+            trials,
+            ..Ran::default()
+        };
+        let r = assemble(&spec, CellRun::Ran(Box::new(ran)), 1.0);
+        let reasons = r.judgement.reasons();
+        assert_eq!(r.verdict(), want, "{reasons:?}");
+        let says_busy = reasons
+            .iter()
+            .any(|w| w.contains("host busy: other processes used 60 % of the CPU"));
+        assert_eq!(
+            says_busy,
+            want == crate::results::Verdict::Invalid,
+            "{reasons:?}"
+        );
+    }
+
     #[rstest]
     #[case(2, 2, 12.5)]
     #[case(2, 0, 12.5)]
