@@ -46,6 +46,10 @@ pub struct Config {
     pub sample_hz: f64,
     /// `O3_SEED`: sampling seed sent with every request. Default 42.
     pub seed: u64,
+    /// `O3_BUSY_CPU_PCT`: the share of the machine's CPU other processes may use during a trial
+    /// before it is invalid as "host busy" (100 turns the guard off). Default: derived per cell
+    /// from its `num_thread` (see `monitor::default_busy_limit_pct`).
+    pub busy_cpu_pct: Option<f64>,
 }
 
 /// A configuration error: which variable, what value, what is allowed.
@@ -87,6 +91,7 @@ impl Default for Config {
             ram_limit_pct: 80.0,
             sample_hz: 5.0,
             seed: 42,
+            busy_cpu_pct: None,
         }
     }
 }
@@ -292,6 +297,9 @@ impl Config {
         if let Some(v) = get("O3_RAM_LIMIT_PCT") {
             c.ram_limit_pct = PERCENT.parse_var("O3_RAM_LIMIT_PCT", &v)?;
         }
+        if let Some(v) = get("O3_BUSY_CPU_PCT").filter(|v| !v.trim().is_empty()) {
+            c.busy_cpu_pct = Some(PERCENT.parse_var("O3_BUSY_CPU_PCT", &v)?);
+        }
         if let Some(v) = get("O3_SAMPLE_HZ") {
             c.sample_hz = SAMPLE_HZ.parse_var("O3_SAMPLE_HZ", &v)?;
         }
@@ -431,5 +439,32 @@ mod tests {
         assert_eq!(e.var, var);
         assert!(e.to_string().contains(allowed), "{e}");
         assert!(e.to_string().contains(value), "{e}");
+    }
+
+    #[rstest::rstest]
+    #[case(None, Ok(None))]
+    #[case(Some(""), Ok(None))]
+    #[case(Some(" 30 "), Ok(Some(30.0)))]
+    #[case(Some("100"), Ok(Some(100.0)))]
+    #[case(Some("0"), Err(()))]
+    #[case(Some("100.5"), Err(()))]
+    #[case(Some("-5"), Err(()))]
+    #[case(Some("NaN"), Err(()))]
+    #[case(Some("inf"), Err(()))]
+    #[case(Some("lots"), Err(()))]
+    fn the_busy_limit_variable(#[case] v: Option<&str>, #[case] want: Result<Option<f64>, ()>) {
+        let got = Config::from_lookup(|k| {
+            (k == "O3_BUSY_CPU_PCT")
+                .then(|| v.map(str::to_string))
+                .flatten()
+        });
+        match want {
+            Ok(w) => assert_eq!(got.unwrap().busy_cpu_pct, w),
+            Err(()) => {
+                let e = got.unwrap_err();
+                assert_eq!(e.var, "O3_BUSY_CPU_PCT");
+                assert!(e.to_string().starts_with("invalid O3_BUSY_CPU_PCT="), "{e}");
+            }
+        }
     }
 }

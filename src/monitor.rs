@@ -13,8 +13,9 @@
 //! changes on every reload). [`Monitor::stop`] joins the thread and returns the
 //! [`HardwareSummary`].
 //!
-//! When the server process is not on this host (or cannot be found) the sampler falls back to
-//! system-wide figures: "tree" memory is the system's used memory and CPU is the whole machine's,
+//! When the server process is not on this host, or cannot be found, or cannot be proven to hold
+//! the listening socket (another user's process: a process is never taken for the server by its
+//! name), the sampler falls back to system-wide figures: "tree" memory is the system's used memory and CPU is the whole machine's,
 //! in the same unit; [`HardwareSummary::source`] and a note say so.
 //!
 //! The sampler measures its own cost: CPU time of the sampler thread
@@ -24,6 +25,7 @@
 //! Off Linux (no `/proc`) every reader returns `None` and the summary is mostly zeros with a note;
 //! nothing panics.
 
+mod cpu;
 mod host;
 mod locate;
 mod procfs;
@@ -36,6 +38,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use cpu::{
+    BUSY_CORE_SHARE, BUSY_VAR, CpuSnapshot, CpuUsage, SERVER_IDLE_MAX_CORE_PCT, SERVER_IDLE_WINDOW,
+    check_trial_cpu, default_busy_limit_pct, host_busy_reason, server_busy_reason,
+};
 pub use host::host_info;
 pub use locate::{find_runners, find_server_pid};
 pub use procfs::{process_memory, system_memory};
@@ -131,7 +137,6 @@ struct Sampler {
     mode: Mode,
     server: Option<Tracked>,
     server_comm: String,
-    server_by_name: bool,
     /// Why system-wide figures are sampled (system mode).
     fallback_reason: String,
     /// Last server pid ever tracked (for "server pid changed" notes).
@@ -181,7 +186,6 @@ impl Sampler {
             mode: Mode::System,
             server: None,
             server_comm: String::new(),
-            server_by_name: false,
             fallback_reason: String::new(),
             last_server_pid: None,
             runners: Vec::new(),
@@ -214,7 +218,7 @@ impl Sampler {
         let why_not = match locate_server(&cfg.base_url) {
             Locate::Found(l) => match Tracked::of(l.pid) {
                 Some(t) if procfs::process_memory(l.pid).is_some() => {
-                    s.adopt_server(t, l.comm, l.by_name);
+                    s.adopt_server(t, l.comm);
                     None
                 }
                 _ => Some(format!(
@@ -258,11 +262,10 @@ impl Sampler {
         s
     }
 
-    fn adopt_server(&mut self, t: Tracked, comm: String, by_name: bool) {
+    fn adopt_server(&mut self, t: Tracked, comm: String) {
         self.mode = Mode::Tree;
         self.server = Some(t);
         self.server_comm = comm;
-        self.server_by_name = by_name;
         self.last_server_pid = Some(t.pid);
         self.server_shared.store(t.pid, Ordering::Release);
         self.see(t.pid);
@@ -315,7 +318,7 @@ impl Sampler {
                 if let Some(old) = self.last_server_pid.filter(|&o| o != l.pid) {
                     self.note(format!("server pid changed {old} → {} (restart)", l.pid));
                 }
-                self.adopt_server(t, l.comm, l.by_name);
+                self.adopt_server(t, l.comm);
             } else {
                 return;
             }
@@ -468,13 +471,8 @@ impl Sampler {
             Mode::System => format!("system-wide: {}", self.fallback_reason),
             Mode::Tree => {
                 let server = self.last_server_pid.unwrap_or(0);
-                let how = if self.server_by_name {
-                    ", found by name"
-                } else {
-                    ""
-                };
                 format!(
-                    "process tree of pid {server} ({}{how}) + runners {:?}",
+                    "process tree of pid {server} ({}) + runners {:?}",
                     self.server_comm, self.seen_runners
                 )
             }
@@ -644,6 +642,36 @@ impl Monitor {
             .filter_map(|p| read_stat(p).map(|s| (s.starttime, p)))
             .max()
             .map(|(_, p)| p)
+    }
+
+    /// The CPU counters now — the machine's, the server tree's (serve and its runners) and this
+    /// process's — for [`Monitor::cpu_since`]. `None` unless the server is a process proven to
+    /// be on this host (system-wide mode has no tree to tell apart from other load) or when
+    /// `/proc/stat` cannot be read.
+    pub fn cpu_mark(&self) -> Option<CpuSnapshot> {
+        if self.mode != Mode::Tree {
+            return None;
+        }
+        let server = self.server_pid()?;
+        // A server inside the harness's own process (a scripted server in a test) cannot be
+        // told apart from the harness: its CPU is nobody's to judge.
+        if server == std::process::id() {
+            return None;
+        }
+        let mut tree = vec![server];
+        tree.extend(find_runners(server));
+        CpuSnapshot::read(&procfs::ProcFs::real(), &tree, std::process::id())
+    }
+
+    /// Who used the CPU since `mark` ([`cpu::usage`]): the tree read now is the server, its
+    /// runners now and every process of the mark still alive.
+    pub fn cpu_since(&self, mark: &CpuSnapshot) -> Option<CpuUsage> {
+        let server = self.server_pid()?;
+        let mut tree = vec![server];
+        tree.extend(find_runners(server));
+        tree.extend(mark.tree_pids());
+        let now = CpuSnapshot::read(&procfs::ProcFs::real(), &tree, std::process::id())?;
+        cpu::usage(mark, &now)
     }
 
     /// The shared RAM guard flag: set by the sampler (or by `start`, from the baseline) once
@@ -1021,6 +1049,46 @@ mod tests {
             1,
             "sampler thread still holds the flag"
         );
+    }
+
+    /// A child spinning on a core is neither the server's tree (this process, the listener) nor
+    /// the harness: its ticks show as foreign. Compared in ticks with what the child itself
+    /// used, so a loaded machine that gives it little CPU changes both sides alike.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_spinning_child_is_foreign_load() {
+        let _tree = lock_tree();
+        let (_l, mon) = own_monitor(5.0, 100.0);
+        let spinner = super::testutil::ChildGuard::spawn(
+            std::process::Command::new("sh").args(["-c", "while :; do :; done"]),
+        );
+        let pid = child_pid(&spinner);
+        let ticks = || read_stat(pid).map_or(0, |s| s.cpu_ticks());
+        let mark = mon.cpu_mark().expect("own process is a proven server");
+        let before = ticks();
+        // Until the child has used 0.3 s of CPU (30 ticks), however long a loaded machine takes.
+        assert!(wait_until(Duration::from_secs(20), || ticks() >= before + 30));
+        let used = ticks() - before;
+        let u = mon.cpu_since(&mark).expect("figures");
+        drop(spinner);
+        let foreign_ticks = u.foreign_pct / 100.0 * u.total_ticks as f64;
+        // The child's ticks and the machine's are read microseconds apart: a tick either way.
+        assert!(
+            foreign_ticks + 2.0 >= used as f64,
+            "foreign {foreign_ticks:.0} ticks, child {used}: {u:?}"
+        );
+        // This process is the server: counted in the tree, not a second time as the harness.
+        assert_eq!(u.own_core_pct, 0.0, "{u:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn no_cpu_mark_without_a_proven_server() {
+        let cfg = MonitorConfig {
+            base_url: "http://192.0.2.1:11434".into(),
+            ..MonitorConfig::default()
+        };
+        assert!(Monitor::start(&cfg).cpu_mark().is_none());
     }
 
     #[cfg(target_os = "linux")]

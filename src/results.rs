@@ -202,6 +202,15 @@ pub struct TrialRecord {
     /// when there were none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried: Option<crate::backend::Retried>,
+    /// CPU used during the trial by everything but the server's process tree and the harness,
+    /// as a share of the machine's total CPU (percent, 0–100); absent when the server is not a
+    /// process proven to be on this host (see [`crate::monitor::CpuUsage::foreign_pct`]).
+    #[serde(default)]
+    pub foreign_cpu_pct: Option<f64>,
+    /// CPU of the server's process tree in a short window just before the trial, with no
+    /// request of ours in flight (percent of one core); absent as `foreign_cpu_pct` is.
+    #[serde(default)]
+    pub server_idle_cpu_pct: Option<f64>,
 }
 
 /// Summaries of the valid measured trials. Each interval is a 95 % Student-t interval.

@@ -375,6 +375,7 @@ async fn measure_cell(
     ran: &mut Ran,
 ) -> Result<(), Problem> {
     let spec = req.spec;
+    let busy_limit = env.config.busy_cpu_pct;
     let loaded = load(client, req, monitor).await?;
     let runner_at_load = loaded.runner_pid;
     ran.load = Some(loaded);
@@ -394,12 +395,68 @@ async fn measure_cell(
         env,
         ratios,
         monitor,
-        runner_at_load,
+        TrialChecks {
+            runner_at_load,
+            busy_limit,
+        },
         &mut ran.trials,
     )
     .await;
+    after_trials(client, spec, monitor, ran).await;
     Ok(())
 }
+
+// --- Foreign load on the host and the server (issue 7) --------------------------------------
+
+/// The server tree's CPU over [`monitor::SERVER_IDLE_WINDOW`] with no request of ours in
+/// flight; `None` when the server is not a process proven to be on this host.
+async fn server_idle(monitor: &Monitor) -> Option<monitor::CpuUsage> {
+    let mark = monitor.cpu_mark()?;
+    tokio::time::sleep(monitor::SERVER_IDLE_WINDOW).await;
+    monitor.cpu_since(&mark)
+}
+
+/// Notes of models in `/api/ps` that the cell did not load (the clean slate unloaded all).
+fn note_foreign_models(
+    ps: &[crate::backend::PsModel],
+    spec: &CellSpec,
+    when: &str,
+    notes: &mut Vec<String>,
+) {
+    let others: Vec<&str> = ps
+        .iter()
+        .filter(|m| !same_model(&m.name, &spec.model))
+        .map(|m| m.name.as_str())
+        .collect();
+    if !others.is_empty() {
+        notes.push(format!(
+            "another client used the server: {} loaded {when}, not by this cell (/api/ps)",
+            others.join(", ")
+        ));
+    }
+}
+
+/// After the measuring loop: the server idle again, no model loaded by someone else, and a note
+/// when the busy-host guard could not look.
+async fn after_trials(client: &OllamaClient, spec: &CellSpec, monitor: &Monitor, ran: &mut Ran) {
+    let measured = || ran.trials.iter().filter(|t| t.kind == TrialKind::Measured);
+    if measured().count() > 0 && measured().all(|t| t.foreign_cpu_pct.is_none()) {
+        ran.notes.push(
+            "busy-host guard off: no CPU figures of the server's own processes here (a remote server, one that cannot be seen, or one inside the harness's process; hardware.source says which)"
+                .to_string(),
+        );
+    }
+    if let Some(u) = server_idle(monitor).await
+        && let Some(why) = monitor::server_busy_reason(&u, "after the last trial")
+    {
+        ran.notes.push(why);
+    }
+    if let Ok(ps) = client.ps().await {
+        note_foreign_models(&ps, spec, "during the trials", &mut ran.notes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// Facts of the server and the model, into the metadata.
 fn record_facts(meta: &mut RunMetadata, facts: &ModelFacts) {
@@ -434,7 +491,10 @@ fn admit(spec: &CellSpec, meta: &RunMetadata, opts: &CellOptions) -> Result<(), 
     Ok(())
 }
 
-/// A clean slate: nothing loaded and no runner process alive.
+/// A clean slate: nothing loaded and no runner process alive. The runners waited on are those
+/// of the process proven to hold the server's listening socket ([`monitor::find_server_pid`]);
+/// when that process cannot be seen, only the server's own unload is waited for — never the
+/// runners of some other server.
 async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
     client.unload_all(cfg.unload_timeout).await?;
     // Wait for runner processes to exit too (the server kills them asynchronously).
@@ -511,6 +571,7 @@ async fn check_loaded(
     let Some(m) = ps.iter().find(|m| same_model(&m.name, &spec.model)) else {
         return Err("the model is not in /api/ps after loading it".to_string());
     };
+    note_foreign_models(&ps, spec, "after the load", &mut ran.notes); // issue 7
     ran.meta.ps_context_length = m.context_length;
     ran.meta.ps_size_bytes = m.size;
     match m.context_length {
@@ -645,6 +706,14 @@ async fn warm_up(
     Ok(workload::calibrate(p.text.len(), n).map(|cpt| (ratios.scaled(factor), cpt)))
 }
 
+/// What each measured trial is checked against besides its own figures.
+struct TrialChecks {
+    /// The runner process right after the load (a different one is a reload).
+    runner_at_load: Option<u32>,
+    /// `O3_BUSY_CPU_PCT`, when set (issue 7).
+    busy_limit: Option<f64>,
+}
+
 /// Measured trials, one after the other, until the stopping rule is met.
 async fn measuring_loop(
     client: &OllamaClient,
@@ -652,7 +721,7 @@ async fn measuring_loop(
     env: &RunEnv,
     ratios: workload::Ratios,
     monitor: &Monitor,
-    runner_at_load: Option<u32>,
+    checks: TrialChecks,
     trials: &mut Vec<TrialRecord>,
 ) -> StopReason {
     let spec = req.spec;
@@ -666,6 +735,8 @@ async fn measuring_loop(
         }
         let key = format!("{}/{}/trial-{measured}", env.run_id, spec.test_name);
         let p = workload::prompt(&key, spec.fill_tokens, ratios);
+        let idle = server_idle(monitor).await; // issue 7: the server quiet before the trial
+        let mark = monitor.cpu_mark(); // issue 7: who uses the CPU during the trial
         let (plan, outcome) = trial(
             client,
             req,
@@ -675,11 +746,20 @@ async fn measuring_loop(
             trials,
         )
         .await;
+        let during = mark.as_ref().and_then(|m| monitor.cpu_since(m));
         let mut rec = match &outcome {
             Ok(c) => measure::from_completed(&plan, c),
             Err(e) => measure::from_error(&plan, e),
         };
-        measure::check_runner(&mut rec, runner_at_load, monitor.runner_pid());
+        measure::check_runner(&mut rec, checks.runner_at_load, monitor.runner_pid());
+        monitor::check_trial_cpu(
+            &mut rec,
+            measured,
+            idle.as_ref(),
+            during.as_ref(),
+            checks.busy_limit,
+            spec.num_thread,
+        );
         rec.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
         progress(spec, &trial_line(&rec, measured, cfg.max_trials));
         let fatal = matches!(

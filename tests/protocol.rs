@@ -682,8 +682,11 @@ fn a_single_reload_is_not_scored_but_the_cell_passes() {
     // Trials 1, 3, 4 valid: three valid trials give a clear verdict.
     ran.expect(Verdict::Pass, ran.result().stop_reason, 4);
     let r = ran.result();
+    // The verdict's last reason, before the notes.
+    let reasons = r.judgement.reasons();
+    let last = reasons.iter().rfind(|l| !l.starts_with("note: ")).unwrap();
     assert_eq!(
-        r.judgement.reasons().last().unwrap(),
+        last,
         &format!("1 of 4 measured trials invalid and not scored: {RELOAD_REASON}")
     );
     let valid: Vec<bool> = ran.measured().iter().map(|t| t.valid).collect();

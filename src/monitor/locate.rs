@@ -1,12 +1,12 @@
-//! Finding the server's processes: the process that listens on the base URL's port (or, when
-//! that cannot be seen, an `ollama serve` / `o3-refserver` process by name), and its runner
-//! children — see `docs/ollama-api.md` §5.
+//! Finding the server's processes: the process that holds the socket listening on the base
+//! URL's port — only that one; a process named like a server is never taken for it — and its
+//! runner children (see `docs/ollama-api.md` §5).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 use super::procfs::{
-    TcpSocket, all_pids, has_model_arg, listeners_on_port, read_cmdline, read_net_tcp, read_stat,
+    ProcFs, TcpSocket, all_pids, has_model_arg, listeners_on_port, read_cmdline, read_stat,
 };
 
 /// A server process that was found.
@@ -16,8 +16,6 @@ pub(crate) struct Located {
     pub pid: u32,
     /// Its command name (`comm`), `?` when unreadable.
     pub comm: String,
-    /// Found by its name rather than by the listening socket.
-    pub by_name: bool,
 }
 
 /// What [`locate_server`] concluded.
@@ -127,31 +125,37 @@ pub(crate) fn reachable_listeners(
         .collect()
 }
 
-/// Processes holding one of the socket `inodes` open (scans `/proc/*/fd`; processes of other
+/// Who holds a listening socket, as far as `/proc/*/fd` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    /// The process holding it (the topmost when a parent and its child share it).
+    Seen(u32),
+    /// No visible process holds it: how many processes' fds could not be listed.
+    Hidden { unreadable: usize },
+}
+
+/// The process holding one of the socket `inodes` open (scans `<pid>/fd`; processes of other
 /// users are invisible without privileges). When a parent and its child share the socket, the
 /// parent is returned.
-fn socket_owner(inodes: &[u64]) -> Option<u32> {
+fn socket_owner(proc: &ProcFs, inodes: &[u64]) -> Owner {
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     let mut owners = Vec::new();
-    for pid in all_pids() {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        let owns = fds.filter_map(Result::ok).any(|fd| {
-            std::fs::read_link(fd.path())
-                .ok()
-                .and_then(|t| t.to_str().map(|t| wanted.iter().any(|w| w == t)))
-                .unwrap_or(false)
-        });
-        if owns {
-            owners.push(pid);
+    let mut unreadable = 0;
+    for pid in proc.pids() {
+        match proc.fd_targets(pid) {
+            Some(targets) if targets.iter().any(|t| wanted.contains(t)) => owners.push(pid),
+            Some(_) => {}
+            None => unreadable += 1,
         }
     }
     let topmost = owners
         .iter()
         .copied()
-        .find(|&p| read_stat(p).is_none_or(|s| !owners.contains(&s.ppid)));
-    topmost.or_else(|| owners.iter().copied().min())
+        .find(|&p| proc.stat(p).is_none_or(|s| !owners.contains(&s.ppid)));
+    match topmost.or_else(|| owners.iter().copied().min()) {
+        Some(pid) => Owner::Seen(pid),
+        None => Owner::Hidden { unreadable },
+    }
 }
 
 /// Whether an argument list looks like an Ollama server (`ollama serve`) or the reference server.
@@ -164,26 +168,39 @@ pub(crate) fn is_server_cmdline(args: &[String]) -> bool {
     (base == "ollama" && args.iter().skip(1).any(|a| a == "serve")) || base == "o3-refserver"
 }
 
-/// Server processes found by name, lowest pid first.
-fn servers_by_name() -> Vec<u32> {
-    let mut found: Vec<u32> = all_pids()
+/// Processes named like a server, lowest pid first: named in a fallback's reason, never
+/// measured — a name does not say which port a process serves.
+fn servers_by_name(proc: &ProcFs) -> Vec<u32> {
+    let mut found: Vec<u32> = proc
+        .pids()
         .into_iter()
-        .filter(|&p| read_cmdline(p).is_some_and(|a| is_server_cmdline(&a)))
+        .filter(|&p| proc.cmdline(p).is_some_and(|a| is_server_cmdline(&a)))
         .collect();
     found.sort_unstable();
     found
 }
 
-fn located(pid: u32, by_name: bool) -> Located {
-    Located {
-        pid,
-        comm: read_stat(pid).map_or_else(|| "?".to_string(), |s| s.comm),
-        by_name,
+/// `; server-named processes here, not proven to serve it: [..]` when there are any.
+fn unproven_hint(proc: &ProcFs) -> String {
+    let named = servers_by_name(proc);
+    if named.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; processes named like a server run here ({named:?}) but none is proven to serve it"
+        )
     }
 }
 
 /// Finds the server process for `base_url`, saying why when it cannot.
 pub(crate) fn locate_server(base_url: &str) -> Locate {
+    locate_server_in(&ProcFs::real(), base_url)
+}
+
+/// [`locate_server`] on the `/proc` tree `proc`. Only the process that holds the listening
+/// socket is the server: when that cannot be seen nothing is attributed (issue 7: a fallback by
+/// name charged another server's RAM and CPU to a cell).
+pub(crate) fn locate_server_in(proc: &ProcFs, base_url: &str) -> Locate {
     let Some((host, port)) = split_host_port(base_url) else {
         return Locate::NotFound(format!("cannot read host and port from {base_url:?}"));
     };
@@ -196,43 +213,35 @@ pub(crate) fn locate_server(base_url: &str) -> Locate {
     if targets.is_empty() {
         return Locate::NotLocal(label);
     }
-    let by_name = || {
-        servers_by_name()
-            .first()
-            .map(|&p| Locate::Found(located(p, true)))
+    let Some(sockets) = proc.net_tcp() else {
+        return Locate::NotFound(format!(
+            "no /proc/net/tcp on this system: the process serving {label} cannot be proven{}",
+            unproven_hint(proc)
+        ));
     };
-    match read_net_tcp() {
-        Some(sockets) => {
-            let listeners = reachable_listeners(&sockets, port, &targets);
-            if listeners.is_empty() {
-                return Locate::NotFound(format!("nothing listens on {label} on this host"));
-            }
-            let inodes: Vec<u64> = listeners.iter().map(|s| s.inode).collect();
-            match socket_owner(&inodes) {
-                Some(pid) => Locate::Found(located(pid, false)),
-                None => by_name().unwrap_or_else(|| {
-                    Locate::NotFound(format!(
-                        "a socket listens on {label} but its process cannot be seen \
-                         (another user's process?) and no ollama serve / o3-refserver \
-                         process was found by name"
-                    ))
-                }),
-            }
-        }
-        None => by_name().unwrap_or_else(|| {
-            Locate::NotFound(format!(
-                "no /proc/net/tcp on this system and no ollama serve / o3-refserver \
-                 process found for {label}"
-            ))
+    let listeners = reachable_listeners(&sockets, port, &targets);
+    if listeners.is_empty() {
+        return Locate::NotFound(format!("nothing listens on {label} on this host"));
+    }
+    let inodes: Vec<u64> = listeners.iter().map(|s| s.inode).collect();
+    match socket_owner(proc, &inodes) {
+        Owner::Seen(pid) => Locate::Found(Located {
+            pid,
+            comm: proc.stat(pid).map_or_else(|| "?".to_string(), |s| s.comm),
         }),
+        Owner::Hidden { unreadable } => Locate::NotFound(format!(
+            "a socket listens on {label} but no visible process holds it ({unreadable} \
+             process(es) whose open files cannot be read: another user's?){}",
+            unproven_hint(proc)
+        )),
     }
 }
 
 /// Finds the server process: the process listening on the base URL's TCP port (LISTEN sockets on
 /// that port in `/proc/net/tcp` and `tcp6` → socket inode → the process whose `/proc/*/fd` holds
-/// `socket:[inode]`), else — when the socket's owner cannot be seen — a process named
-/// `ollama serve` or `o3-refserver`. `None` for a host that is not this one, when nothing listens
-/// on the port here, or when the server cannot be identified (also on systems without `/proc`).
+/// `socket:[inode]`). `None` for a host that is not this one, when nothing listens on the port
+/// here, and when the socket's holder cannot be seen (another user's process): a process is
+/// never taken for the server by its name (also on systems without `/proc`).
 pub fn find_server_pid(base_url: &str) -> Option<u32> {
     match locate_server(base_url) {
         Locate::Found(l) => Some(l.pid),
@@ -289,7 +298,7 @@ mod tests {
     use super::*;
     use crate::monitor::procfs::parse_cmdline;
     use crate::monitor::testutil::{
-        child_pid, kill, lock_tree, spawn_runner, spawn_sh, wait_until,
+        FakeProc, child_pid, kill, lock_tree, spawn_runner, spawn_sh, wait_until,
     };
     use rstest::rstest;
     use std::net::TcpListener;
@@ -373,10 +382,7 @@ mod tests {
         let url = format!("http://127.0.0.1:{port}");
         assert_eq!(find_server_pid(&url), Some(std::process::id()));
         match locate_server(&url) {
-            Locate::Found(found) => {
-                assert!(!found.by_name);
-                assert_eq!(found.pid, std::process::id());
-            }
+            Locate::Found(found) => assert_eq!(found.pid, std::process::id()),
             other => panic!("{other:?}"),
         }
         // `localhost` reaches a 127.0.0.1 listener too.
@@ -387,6 +393,83 @@ mod tests {
         drop(l);
         // Nothing listens there any more: no name fallback to some other server.
         assert_eq!(find_server_pid(&url), None);
+    }
+
+    const URL: &str = "http://127.0.0.1:11504";
+
+    /// A fake host where 127.0.0.1:11504 listens (socket inode 5555), an `o3-refserver` (pid
+    /// 100) and an `ollama serve` (pid 200, holding another port's socket 7777) run, and `owner`
+    /// decides whether pid 100's open files can be read and hold the listening socket.
+    fn host_with_servers(owner_visible: bool) -> FakeProc {
+        let p = FakeProc::new();
+        p.listen(11504, 5555)
+            .process(
+                100,
+                "o3-refserver",
+                1,
+                10,
+                &["/opt/o3-refserver", "--listen", "x"],
+            )
+            .process(200, "ollama", 1, 10, &["/usr/bin/ollama", "serve"])
+            .fds(200, &[7777])
+            .process(300, "bash", 1, 10, &["bash"])
+            .fds(300, &[]);
+        if owner_visible {
+            p.fds(100, &[5555]);
+        }
+        p
+    }
+
+    #[test]
+    fn the_socket_holder_is_the_server() {
+        let p = host_with_servers(true);
+        assert_eq!(
+            locate_server_in(&p.procfs(), URL),
+            Locate::Found(Located {
+                pid: 100,
+                comm: "o3-refserver".into()
+            })
+        );
+    }
+
+    /// Issue 7 item 2: the holder of the listening socket is hidden (another user's process), so
+    /// nothing is attributed — not the `ollama serve` that serves another port, not the
+    /// `o3-refserver` whose files cannot be read — and the reason names them.
+    #[test]
+    fn a_hidden_socket_holder_is_never_replaced_by_a_name() {
+        let p = host_with_servers(false);
+        let Locate::NotFound(why) = locate_server_in(&p.procfs(), URL) else {
+            panic!("attributed a process that is not proven to serve the port");
+        };
+        assert!(
+            why.starts_with(
+                "a socket listens on 127.0.0.1:11504 but no visible process holds it (1 process(es)"
+            ),
+            "{why}"
+        );
+        assert!(
+            why.ends_with("run here ([100, 200]) but none is proven to serve it"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn without_net_tcp_nothing_is_proven() {
+        let p = host_with_servers(true);
+        std::fs::remove_file(p.procfs().net_tcp_path()).unwrap();
+        let Locate::NotFound(why) = locate_server_in(&p.procfs(), URL) else {
+            panic!("attributed a process without a socket table");
+        };
+        assert!(why.starts_with("no /proc/net/tcp on this system"), "{why}");
+    }
+
+    #[test]
+    fn nothing_listening_is_not_found_even_with_servers_running() {
+        let p = host_with_servers(true);
+        assert_eq!(
+            locate_server_in(&p.procfs(), "http://127.0.0.1:11505"),
+            Locate::NotFound("nothing listens on 127.0.0.1:11505 on this host".into())
+        );
     }
 
     #[test]

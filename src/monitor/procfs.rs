@@ -5,6 +5,7 @@
 //! a process that exited, no permission). Nothing here panics.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::results::MemoryFigures;
@@ -79,16 +80,92 @@ pub(crate) fn listeners_on_port(sockets: &[TcpSocket], port: u16) -> Vec<TcpSock
         .collect()
 }
 
-/// Reads `/proc/net/tcp` and `/proc/net/tcp6`; `None` when neither can be read.
-pub(crate) fn read_net_tcp() -> Option<Vec<TcpSocket>> {
-    let v4 = std::fs::read_to_string("/proc/net/tcp").ok();
-    let v6 = std::fs::read_to_string("/proc/net/tcp6").ok();
-    if v4.is_none() && v6.is_none() {
-        return None;
+/// A `/proc` tree: the real one, or a fake one that a test wrote (see `testutil::FakeProc`).
+/// The readers the server search and the CPU accounting use go through it, so both can be
+/// tested on `/proc` trees of any shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProcFs {
+    root: PathBuf,
+}
+
+impl ProcFs {
+    /// The system's `/proc`.
+    pub fn real() -> ProcFs {
+        ProcFs {
+            root: PathBuf::from("/proc"),
+        }
     }
-    let mut all = parse_net_tcp(v4.as_deref().unwrap_or(""));
-    all.extend(parse_net_tcp(v6.as_deref().unwrap_or("")));
-    Some(all)
+
+    /// A tree rooted at `root` (tests).
+    #[cfg(test)]
+    pub fn at(root: &Path) -> ProcFs {
+        ProcFs {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Where `net/tcp` is (tests remove it).
+    #[cfg(test)]
+    pub fn net_tcp_path(&self) -> PathBuf {
+        self.path("net/tcp")
+    }
+
+    fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn read(&self, rel: impl AsRef<Path>) -> Option<String> {
+        std::fs::read_to_string(self.path(rel)).ok()
+    }
+
+    /// `net/tcp` and `net/tcp6`; `None` when neither can be read.
+    pub fn net_tcp(&self) -> Option<Vec<TcpSocket>> {
+        let v4 = self.read("net/tcp");
+        let v6 = self.read("net/tcp6");
+        if v4.is_none() && v6.is_none() {
+            return None;
+        }
+        let mut all = parse_net_tcp(v4.as_deref().unwrap_or(""));
+        all.extend(parse_net_tcp(v6.as_deref().unwrap_or("")));
+        Some(all)
+    }
+
+    /// Numeric entries (all process ids); empty when the tree cannot be read.
+    pub fn pids(&self) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// `<pid>/stat`, parsed.
+    pub fn stat(&self, pid: u32) -> Option<ProcStat> {
+        parse_stat(&self.read(format!("{pid}/stat"))?)
+    }
+
+    /// `<pid>/cmdline`, split.
+    pub fn cmdline(&self, pid: u32) -> Option<Vec<String>> {
+        Some(parse_cmdline(
+            &std::fs::read(self.path(format!("{pid}/cmdline"))).ok()?,
+        ))
+    }
+
+    /// The targets of `<pid>/fd/*` (`socket:[inode]`, paths, …); `None` when the directory
+    /// cannot be listed — another user's process without privileges, or one that exited.
+    pub fn fd_targets(&self, pid: u32) -> Option<Vec<String>> {
+        let fds = std::fs::read_dir(self.path(format!("{pid}/fd"))).ok()?;
+        Some(
+            fds.filter_map(Result::ok)
+                .filter_map(|fd| Some(std::fs::read_link(fd.path()).ok()?.to_str()?.to_string()))
+                .collect(),
+        )
+    }
+
+    /// `stat` (the machine's CPU times).
+    pub fn proc_stat(&self) -> Option<CpuTimes> {
+        parse_proc_stat(&self.read("stat")?)
+    }
 }
 
 /// Value of a `Key:   123 kB` line, in bytes (the unit must be `kB` or absent).
@@ -200,7 +277,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
 
 /// Reads and parses `/proc/<pid>/stat`.
 pub(crate) fn read_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    ProcFs::real().stat(pid)
 }
 
 /// Parses `/proc/meminfo` into `(total, used)` bytes, used = `MemTotal − MemAvailable`.
@@ -261,7 +338,7 @@ pub(crate) fn parse_proc_stat(text: &str) -> Option<CpuTimes> {
 
 /// Reads `/proc/stat`.
 pub(crate) fn read_proc_stat() -> Option<CpuTimes> {
-    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+    ProcFs::real().proc_stat()
 }
 
 /// System CPU use between two readings, in percent of one core (so a fully busy 8-CPU machine
@@ -285,9 +362,7 @@ pub(crate) fn parse_cmdline(raw: &[u8]) -> Vec<String> {
 
 /// Reads `/proc/<pid>/cmdline` (empty for zombies and kernel threads).
 pub(crate) fn read_cmdline(pid: u32) -> Option<Vec<String>> {
-    Some(parse_cmdline(
-        &std::fs::read(format!("/proc/{pid}/cmdline")).ok()?,
-    ))
+    ProcFs::real().cmdline(pid)
 }
 
 /// Whether an argument list carries a model: an argument `--model` or `--model=…`.
@@ -298,11 +373,7 @@ pub(crate) fn has_model_arg(args: &[String]) -> bool {
 
 /// Numeric entries of `/proc` (all process ids); empty when `/proc` cannot be read.
 pub(crate) fn all_pids() -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect()
+    ProcFs::real().pids()
 }
 
 /// Parses `/proc/thread-self/schedstat`: time on CPU in nanoseconds (first field).

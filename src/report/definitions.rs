@@ -80,7 +80,7 @@ pub fn definitions() -> Vec<Definition> {
         def(
             "validity",
             "invalid trial",
-            "never scored, never gated. A trial is invalid when the server evaluated fewer prompt tokens than intended (silent truncation); a reload happened inside the measured phase; the stream ended without done:true or with an error line; or the output was cut by the token cap in a way the cell did not intend.",
+            "never scored, never gated. A trial is invalid when the server evaluated more than 10 % fewer or more prompt tokens than intended (silent truncation); a reload happened inside the measured phase; the stream ended without done:true, carried an error line or a line over 1 MiB, stalled or answered an HTTP error; the output was cut by the token cap in a way the cell did not intend; the server's figures cannot be true with what the client saw (impossible server figures); or other processes used the host's CPU, or the server worked for another client, around the trial (host busy, server busy).",
         ),
         def(
             "validity",
@@ -170,7 +170,7 @@ pub fn definitions() -> Vec<Definition> {
         def(
             "verdict",
             "SKIPPED",
-            "the cell could not run here (server unreachable, model not pulled). Test runners may show such cells as passed or ignored; this report is the source of truth.",
+            "the cell could not run here: nothing answers at the server's address, or the model is not pulled. A server that answers wrongly makes the cell INVALID instead. Test runners may show skipped cells as passed or ignored; this report is the source of truth.",
         ),
         def(
             "verdict",
