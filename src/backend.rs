@@ -316,6 +316,8 @@ impl GenerateRequest {
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
     base_url: String,
+    // The query of OLLAMA_HOST, sent with every request (config::join_url).
+    base_query: Option<String>,
     host: String,
     http: reqwest::Client,
     first_chunk_timeout: Duration,
@@ -348,6 +350,7 @@ impl OllamaClient {
             .expect("an HTTP client with default TLS always builds");
         OllamaClient {
             base_url: cfg.base_url.clone(),
+            base_query: cfg.base_query.clone(),
             host: cfg.host_label().to_string(),
             http,
             first_chunk_timeout: cfg.first_chunk_timeout,
@@ -356,12 +359,14 @@ impl OllamaClient {
         }
     }
 
-    /// `host:port` of the server.
+    /// `host:port` of the server, without userinfo: what messages name.
     pub fn host(&self) -> &str {
         &self.host
     }
 
     fn send_error(&self, endpoint: &str, e: reqwest::Error) -> BackendError {
+        // The error's URL would show OLLAMA_HOST's query (a token); the endpoint says enough.
+        let e = e.without_url();
         if e.is_connect() {
             // The innermost cause says what happened ("Connection refused (os error 111)").
             let mut detail = e.to_string();
@@ -388,7 +393,7 @@ impl OllamaClient {
     }
 
     async fn get_json(&self, path: &str, body: Option<Value>) -> Result<Value, BackendError> {
-        let url = format!("{}{}", self.base_url, path);
+        let url = crate::config::join_url(&self.base_url, self.base_query.as_deref(), path);
         let endpoint = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
         let req = match &body {
             Some(b) => self.http.post(&url).json(b),
@@ -516,7 +521,8 @@ impl OllamaClient {
         mut on_event: impl FnMut(&StreamEvent),
     ) -> Result<Completed, BackendError> {
         let endpoint = "POST /api/generate";
-        let url = format!("{}/api/generate", self.base_url);
+        let url =
+            crate::config::join_url(&self.base_url, self.base_query.as_deref(), "/api/generate");
         let body = req.body();
         let start = Instant::now();
         let whole = self.trial_timeout;

@@ -74,7 +74,8 @@ pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellR
         run_id: env.run_id.clone(),
         started_at: rfc3339(SystemTime::now()),
         harness_version: HARNESS_VERSION.to_string(),
-        server: env.config.base_url.clone(),
+        // Redacted: no userinfo, no query value (config::redact_url).
+        server: env.config.display_url(),
         env: Config::recorded_env(),
         host: monitor::host_info(),
         ..RunMetadata::default()
@@ -338,7 +339,7 @@ async fn phases(
         return CellRun::Ran(Box::new(ran));
     }
     let monitor = Monitor::start(&MonitorConfig {
-        base_url: env.config.base_url.clone(),
+        base_url: env.config.origin(),
         sample_hz: env.config.sample_hz,
         ram_limit_pct: spec.gates.ram_max_pct,
     });
@@ -424,7 +425,7 @@ fn admit(spec: &CellSpec, meta: &RunMetadata, opts: &CellOptions) -> Result<(), 
 async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
     client.unload_all(cfg.unload_timeout).await?;
     // Wait for runner processes to exit too (the server kills them asynchronously).
-    if let Some(server) = monitor::find_server_pid(&cfg.base_url) {
+    if let Some(server) = monitor::find_server_pid(&cfg.origin()) {
         let deadline = Instant::now() + cfg.unload_timeout;
         loop {
             let runners = monitor::find_runners(server);
