@@ -640,113 +640,84 @@ mod tests {
     }
 
     /// Every numeric variable at and just past each end of its range, and the non-numbers.
-    /// `None` in the table: that end is the type's own (nothing past it parses).
-    #[test]
-    fn every_number_has_a_range() {
-        // (variable, lowest allowed, just below, highest allowed, just above, what is allowed)
-        const TABLE: [(&str, &str, Option<&str>, &str, Option<&str>, &str); 10] = [
-            (
-                "O3_CONNECT_TIMEOUT_S",
-                "0.1",
-                Some("0.09"),
-                "86400",
-                Some("86400.5"),
-                "from 0.1 to 86400",
-            ),
-            (
-                "O3_FIRST_CHUNK_TIMEOUT_S",
-                "0.1",
-                Some("0.09"),
-                "86400",
-                Some("1e30"),
-                "from 0.1 to 86400",
-            ),
-            (
-                "O3_CHUNK_GAP_TIMEOUT_S",
-                "0.1",
-                Some("0"),
-                "86400",
-                Some("86401"),
-                "from 0.1 to 86400",
-            ),
-            (
-                "O3_TRIAL_TIMEOUT_S",
-                "0.1",
-                Some("-1"),
-                "86400",
-                Some("1e30"),
-                "from 0.1 to 86400",
-            ),
-            (
-                "O3_UNLOAD_TIMEOUT_S",
-                "0.1",
-                Some("0.0999"),
-                "86400",
-                Some("1e300"),
-                "from 0.1 to 86400",
-            ),
-            (
-                "O3_MIN_TRIALS",
-                "1",
-                Some("0"),
-                "10",
-                Some("1001"),
-                "from 1 to 1000",
-            ),
-            (
-                "O3_MAX_TRIALS",
-                "3",
-                Some("0"),
-                "1000",
-                Some("1001"),
-                "from 1 to 1000",
-            ),
-            (
-                "O3_RAM_LIMIT_PCT",
-                "0.001",
-                Some("0"),
-                "100",
-                Some("100.01"),
-                "(0, 100]",
-            ),
-            (
-                "O3_SAMPLE_HZ",
-                "5",
-                Some("4.9"),
-                "100",
-                Some("101"),
-                "from 5 to 100",
-            ),
-            (
-                "O3_SEED",
-                "0",
-                Some("-1"),
-                "18446744073709551615",
-                Some("18446744073709551616"),
-                "from 0 to 18446744073709551615",
-            ),
-        ];
-        for (var, lo, below, hi, above, allowed) in TABLE {
-            for ok in [lo, hi] {
-                let c = from(&[(var, ok)]);
-                assert!(c.is_ok(), "{var}={ok} refused: {c:?}");
-            }
-            let bad = [
-                below,
-                above,
-                Some("NaN"),
-                Some("inf"),
-                Some("-inf"),
-                Some("x"),
-                Some(""),
-            ];
-            for value in bad.into_iter().flatten() {
-                let e = from(&[(var, value)]).unwrap_err();
-                assert_eq!(e.var, var, "{e}");
-                assert_eq!(e.value, value, "{e}");
-                assert!(e.to_string().contains(allowed), "{var}={value}: {e}");
-            }
+    /// Columns: variable, lowest allowed, just below, highest allowed, just above, what the
+    /// error says is allowed. (`O3_MIN_TRIALS` tops at the default `O3_MAX_TRIALS`, 10, and
+    /// `O3_MAX_TRIALS` starts at the default `O3_MIN_TRIALS`, 3.)
+    #[rstest]
+    #[case(
+        "O3_CONNECT_TIMEOUT_S",
+        "0.1",
+        "0.09",
+        "86400",
+        "86400.5",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_FIRST_CHUNK_TIMEOUT_S",
+        "0.1",
+        "0.09",
+        "86400",
+        "1e30",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_CHUNK_GAP_TIMEOUT_S",
+        "0.1",
+        "0",
+        "86400",
+        "86401",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_TRIAL_TIMEOUT_S",
+        "0.1",
+        "-1",
+        "86400",
+        "1e30",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_UNLOAD_TIMEOUT_S",
+        "0.1",
+        "0.0999",
+        "86400",
+        "1e300",
+        "from 0.1 to 86400"
+    )]
+    #[case("O3_MIN_TRIALS", "1", "0", "10", "1001", "from 1 to 1000")]
+    #[case("O3_MAX_TRIALS", "3", "0", "1000", "1001", "from 1 to 1000")]
+    #[case("O3_RAM_LIMIT_PCT", "0.001", "0", "100", "100.01", "(0, 100]")]
+    #[case("O3_SAMPLE_HZ", "5", "4.9", "100", "101", "from 5 to 100")]
+    #[case(
+        "O3_SEED",
+        "0",
+        "-1",
+        "18446744073709551615",
+        "18446744073709551616",
+        "from 0 to 18446744073709551615"
+    )]
+    fn every_number_has_a_range(
+        #[case] var: &str,
+        #[case] lo: &str,
+        #[case] below: &str,
+        #[case] hi: &str,
+        #[case] above: &str,
+        #[case] allowed: &str,
+    ) {
+        for ok in [lo, hi] {
+            let c = from(&[(var, ok)]);
+            assert!(c.is_ok(), "{var}={ok} refused: {c:?}");
         }
+        for value in [below, above, "NaN", "inf", "-inf", "x", ""] {
+            let e = from(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+            assert_eq!(e.value, value, "{e}");
+            assert!(e.to_string().contains(allowed), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn bounds_reach_the_struct() {
         // The bounds reach the struct: a day is a day, and a trial count of 1000 fits.
         let c = from(&[("O3_TRIAL_TIMEOUT_S", "86400"), ("O3_MAX_TRIALS", "1000")]).unwrap();
         assert_eq!(c.trial_timeout, Duration::from_secs(86_400));
