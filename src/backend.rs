@@ -463,6 +463,8 @@ fn parse_http_date(v: &str) -> Option<SystemTime> {
 #[derive(Debug, Clone)]
 pub struct OllamaClient {
     base_url: String,
+    // The query of OLLAMA_HOST, sent with every request (config::join_url).
+    base_query: Option<String>,
     host: String,
     http: reqwest::Client,
     connect_timeout: Duration,
@@ -527,6 +529,7 @@ impl OllamaClient {
             .expect("an HTTP client with default TLS always builds");
         OllamaClient {
             base_url: cfg.base_url.clone(),
+            base_query: cfg.base_query.clone(),
             host: cfg.host_label().to_string(),
             http,
             connect_timeout: cfg.connect_timeout,
@@ -537,7 +540,7 @@ impl OllamaClient {
         }
     }
 
-    /// `host:port` of the server.
+    /// `host:port` of the server, without userinfo: what messages name.
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -559,6 +562,8 @@ impl OllamaClient {
     }
 
     fn send_error(&self, endpoint: &str, e: reqwest::Error, after: Duration) -> BackendError {
+        // The error's URL would show OLLAMA_HOST's query (a token); the endpoint says enough.
+        let e = e.without_url();
         if e.is_connect() {
             // The innermost cause says what happened ("Connection refused (os error 111)").
             let mut detail = e.to_string();
@@ -590,7 +595,7 @@ impl OllamaClient {
 
     /// One info request: its status and body, after any retries; an error status is an error.
     async fn info(&self, path: &str, body: Option<&Value>) -> Result<(u16, String), BackendError> {
-        let url = format!("{}{}", self.base_url, path);
+        let url = crate::config::join_url(&self.base_url, self.base_query.as_deref(), path);
         let endpoint = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
         let budget = self.info_timeout();
         let start = Instant::now();
@@ -750,7 +755,8 @@ impl OllamaClient {
         mut on_event: impl FnMut(&StreamEvent),
     ) -> Result<Completed, BackendError> {
         let endpoint = "POST /api/generate";
-        let url = format!("{}/api/generate", self.base_url);
+        let url =
+            crate::config::join_url(&self.base_url, self.base_query.as_deref(), "/api/generate");
         let body = req.body();
         let first = Instant::now();
         let whole = self.trial_timeout;

@@ -11,12 +11,18 @@ use std::time::Duration;
 /// Default Ollama address when `OLLAMA_HOST` is unset.
 pub const DEFAULT_HOST: &str = "127.0.0.1:11434";
 
-/// Harness configuration (defaults in each field's doc).
-#[derive(Debug, Clone, PartialEq)]
+/// Harness configuration (defaults in each field's doc). Its `Debug` shows the server through
+/// [`Config::display_url`].
+#[derive(Clone, PartialEq)]
 pub struct Config {
-    /// Base URL of the server, from `OLLAMA_HOST` (with or without scheme).
-    /// Default `http://127.0.0.1:11434`.
+    /// Base URL of the server for requests, from `OLLAMA_HOST` (with or without scheme):
+    /// `scheme://[userinfo@]host:port`. Default `http://127.0.0.1:11434`. It holds the
+    /// credentials when `OLLAMA_HOST` does: record or print [`Config::display_url`] or
+    /// [`Config::host_label`], never this; request with [`Config::url`].
     pub base_url: String,
+    /// The query of `OLLAMA_HOST` (without the `?`), sent with every request (e.g. a token for
+    /// a reverse proxy); `None` when there is none. Secret like the userinfo.
+    pub base_query: Option<String>,
     /// `O3_REQUIRE_SERVER=1`: a cell that cannot run fails instead of being ignored. Default off.
     pub require_server: bool,
     /// `O3_MATRIX`: the matrix table. Default `harness/matrix.csv` in the crate.
@@ -52,6 +58,49 @@ pub struct Config {
     pub busy_cpu_pct: Option<f64>,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be left out (or printed unredacted) silently.
+        let Config {
+            base_url: _,
+            base_query: _,
+            require_server,
+            matrix_path,
+            results_dir,
+            run_id,
+            connect_timeout,
+            first_chunk_timeout,
+            chunk_gap_timeout,
+            trial_timeout,
+            unload_timeout,
+            min_trials,
+            max_trials,
+            ram_limit_pct,
+            sample_hz,
+            seed,
+            busy_cpu_pct,
+        } = self;
+        f.debug_struct("Config")
+            .field("server", &self.display_url())
+            .field("require_server", require_server)
+            .field("matrix_path", matrix_path)
+            .field("results_dir", results_dir)
+            .field("run_id", run_id)
+            .field("connect_timeout", connect_timeout)
+            .field("first_chunk_timeout", first_chunk_timeout)
+            .field("chunk_gap_timeout", chunk_gap_timeout)
+            .field("trial_timeout", trial_timeout)
+            .field("unload_timeout", unload_timeout)
+            .field("min_trials", min_trials)
+            .field("max_trials", max_trials)
+            .field("ram_limit_pct", ram_limit_pct)
+            .field("sample_hz", sample_hz)
+            .field("seed", seed)
+            .field("busy_cpu_pct", busy_cpu_pct)
+            .finish()
+    }
+}
+
 /// A configuration error: which variable, what value, what is allowed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("invalid {var}={value:?}: {allowed}")]
@@ -74,6 +123,7 @@ impl Default for Config {
         let root = crate_root();
         Config {
             base_url: normalize_host(DEFAULT_HOST).expect("default host is valid"),
+            base_query: None,
             require_server: false,
             matrix_path: root.join("harness").join("matrix.csv"),
             results_dir: std::env::var_os("CARGO_TARGET_DIR")
@@ -96,23 +146,71 @@ impl Default for Config {
     }
 }
 
+/// What `OLLAMA_HOST` names: the base URL requests start with and the query sent with each.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostUrl {
+    /// `scheme://[userinfo@]host:port`.
+    pub base_url: String,
+    /// The query without the `?`, `None` when there is none or it is empty.
+    pub query: Option<String>,
+}
+
+impl std::fmt::Debug for HostUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostUrl")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("query", &self.query.as_deref().map(redact_query))
+            .finish()
+    }
+}
+
 /// Turns an `OLLAMA_HOST` value into a base URL: adds `http://` when there is no scheme and
 /// the default port 11434 when there is none; `0.0.0.0` (a listen address) becomes 127.0.0.1.
+/// Userinfo (`user:password@`) and a query (`?token=…`) are kept for requests
+/// ([`parse_host`] returns the query); error messages show the value through [`redact_url`].
 pub fn normalize_host(raw: &str) -> Result<String, ConfigError> {
+    parse_host(raw).map(|h| h.base_url)
+}
+
+/// [`normalize_host`] with the query.
+pub fn parse_host(raw: &str) -> Result<HostUrl, ConfigError> {
     let err = |why: &str| ConfigError {
         var: "OLLAMA_HOST".into(),
-        value: raw.into(),
-        allowed: format!("{why}; expected host[:port] or http(s)://host[:port]"),
+        value: redact_url(raw),
+        allowed: format!(
+            "{why}; expected host[:port] or http(s)://[user:password@]host[:port][?query]"
+        ),
     };
-    let s = raw.trim().trim_end_matches('/');
+    let s = raw.trim();
     if s.is_empty() {
         return Err(err("empty"));
+    }
+    if s.contains('#') {
+        return Err(err(
+            "a fragment ('#') is not supported (percent-encode a '#' of a password as %23)",
+        ));
     }
     let (scheme, rest) = match s.split_once("://") {
         Some((sc, rest)) if sc == "http" || sc == "https" => (sc, rest),
         Some((sc, _)) => return Err(err(&format!("unsupported scheme {sc:?}"))),
         None => ("http", s),
     };
+    // The userinfo ends at the last '@' (as `redact_url` reads it), the query starts at the
+    // first '?' after it.
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((u, r)) => (Some(u), r),
+        None => (None, rest),
+    };
+    if userinfo.is_some_and(|u| u.contains(['/', '?'])) {
+        return Err(err(
+            "'/' or '?' before the last '@': percent-encode '/', '?' and '@' in a user name or password (%2F, %3F, %40) and '@' in the query (%40)",
+        ));
+    }
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q).filter(|q| !q.is_empty())),
+        None => (rest, None),
+    };
+    let rest = rest.trim_end_matches('/');
     if rest.contains('/') {
         return Err(err("a path after the host is not supported"));
     }
@@ -142,11 +240,72 @@ pub fn normalize_host(raw: &str) -> Result<String, ConfigError> {
         Some(p) => p
             .parse()
             .map_err(|_| err(&format!("port {p:?} is not a number 0-65535")))?,
-        None if raw.contains("://") && scheme == "https" => 443,
-        None if raw.contains("://") => 80,
+        None if s.contains("://") && scheme == "https" => 443,
+        None if s.contains("://") => 80,
         None => 11434,
     };
-    Ok(format!("{scheme}://{host}:{port}"))
+    let userinfo = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+    let parsed = HostUrl {
+        base_url: format!("{scheme}://{userinfo}{host}:{port}"),
+        query: query.map(str::to_string),
+    };
+    // What the HTTP client will be given must be a URL it takes (its errors do not quote the
+    // value).
+    reqwest::Url::parse(&join_url(&parsed.base_url, parsed.query.as_deref(), "/"))
+        .map_err(|e| err(&format!("not a valid URL ({e})")))?;
+    Ok(parsed)
+}
+
+/// The URL of `path` (e.g. `/api/version`) on the server at `base_url`, with `query`.
+pub fn join_url(base_url: &str, query: Option<&str>, path: &str) -> String {
+    match query {
+        Some(q) => format!("{base_url}{path}?{q}"),
+        None => format!("{base_url}{path}"),
+    }
+}
+
+/// A URL (or an `OLLAMA_HOST` value, valid or not) as it may be recorded or printed:
+/// everything between the scheme and the last `@` (user name and password) becomes `***`,
+/// every query parameter's value becomes `***` (the names stay; a parameter without `=`
+/// becomes `***`), and a fragment becomes `#***`. Scheme, host, port and path stay.
+///
+/// Every query value is hidden, not only token-like names: Ollama reads no query parameter, so
+/// one in `OLLAMA_HOST` is for something in between (a proxy), most likely a credential.
+pub fn redact_url(raw: &str) -> String {
+    let (scheme, rest) = match raw.find("://") {
+        Some(i) => raw.split_at(i + 3),
+        None => ("", raw),
+    };
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((_, r)) => ("***@", r),
+        None => ("", rest),
+    };
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((r, _)) => (r, "#***"),
+        None => (rest, ""),
+    };
+    match rest.split_once('?') {
+        Some((before, query)) => {
+            format!(
+                "{scheme}{userinfo}{before}?{}{fragment}",
+                redact_query(query)
+            )
+        }
+        None => format!("{scheme}{userinfo}{rest}{fragment}"),
+    }
+}
+
+/// A query (without the `?`) with every value replaced by `***`.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|part| match part.split_once('=') {
+            Some((name, _)) => format!("{name}=***"),
+            None if part.is_empty() => String::new(),
+            None => "***".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
@@ -223,16 +382,28 @@ impl<T: Number> NumberIn<T> {
     }
 }
 
-/// Seconds of a timeout: a positive number.
-const SECONDS: NumberIn<f64> = NumberIn::new(Excluded(0.0), Unbounded, "a positive number");
+/// Seconds of a timeout: from 0.1 s (less cannot even connect) to a day (more is a hung run,
+/// and keeps every sum of timeouts far from overflowing a `Duration` or an `Instant`).
+const SECONDS: NumberIn<f64> = NumberIn::new(
+    Included(0.1),
+    Included(86_400.0),
+    "a number of seconds from 0.1 to 86400 (one day)",
+);
 /// A count of trials, probes, threads…: a whole number ≥ 1.
 pub const COUNT: NumberIn<u32> = NumberIn::new(Included(1), Unbounded, "a whole number ≥ 1");
+/// Measured trials of a cell: at least one, at most a thousand (each takes seconds to minutes).
+const TRIALS: NumberIn<u32> =
+    NumberIn::new(Included(1), Included(1000), "a whole number from 1 to 1000");
 /// A share of system RAM.
 pub const PERCENT: NumberIn<f64> =
     NumberIn::new(Excluded(0.0), Included(100.0), "a percentage in (0, 100]");
 const SAMPLE_HZ: NumberIn<f64> =
     NumberIn::new(Included(5.0), Included(100.0), "a rate from 5 to 100 (Hz)");
-const SEED: NumberIn<u64> = NumberIn::new(Included(0), Unbounded, "a whole number ≥ 0");
+const SEED: NumberIn<u64> = NumberIn::new(
+    Included(0),
+    Included(u64::MAX),
+    "a whole number from 0 to 18446744073709551615",
+);
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -244,7 +415,9 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut c = Config::default();
         if let Some(v) = get("OLLAMA_HOST").filter(|v| !v.trim().is_empty()) {
-            c.base_url = normalize_host(&v)?;
+            let h = parse_host(&v)?;
+            c.base_url = h.base_url;
+            c.base_query = h.query;
         }
         if let Some(v) = get("O3_REQUIRE_SERVER") {
             c.require_server = parse_bool("O3_REQUIRE_SERVER", &v)?;
@@ -282,10 +455,10 @@ impl Config {
         secs("O3_TRIAL_TIMEOUT_S", &mut c.trial_timeout)?;
         secs("O3_UNLOAD_TIMEOUT_S", &mut c.unload_timeout)?;
         if let Some(v) = get("O3_MIN_TRIALS") {
-            c.min_trials = COUNT.parse_var("O3_MIN_TRIALS", &v)?;
+            c.min_trials = TRIALS.parse_var("O3_MIN_TRIALS", &v)?;
         }
         if let Some(v) = get("O3_MAX_TRIALS") {
-            c.max_trials = COUNT.parse_var("O3_MAX_TRIALS", &v)?;
+            c.max_trials = TRIALS.parse_var("O3_MAX_TRIALS", &v)?;
         }
         if c.max_trials < c.min_trials {
             return Err(ConfigError {
@@ -309,18 +482,53 @@ impl Config {
         Ok(c)
     }
 
-    /// The `host:port` part of the base URL, for messages.
-    pub fn host_label(&self) -> &str {
-        self.base_url
-            .split_once("://")
-            .map(|(_, h)| h)
-            .unwrap_or(&self.base_url)
+    /// The URL of `path` (e.g. `/api/version`) for a request: userinfo and query included.
+    pub fn url(&self, path: &str) -> String {
+        join_url(&self.base_url, self.base_query.as_deref(), path)
     }
 
-    /// Variables that shaped this run, for the result metadata.
+    /// The server's address as it is recorded and printed: [`redact_url`] of the whole
+    /// `OLLAMA_HOST` URL, e.g. `http://***@proxy:8443?token=***`.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url(""))
+    }
+
+    /// `scheme://host:port`: the address without userinfo and query (to find the server's
+    /// process, or to key anything by the server).
+    pub fn origin(&self) -> String {
+        match self.base_url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://{}", self.host_label()),
+            None => self.host_label().to_string(),
+        }
+    }
+
+    /// The `host:port` part of the base URL (no userinfo), for messages.
+    pub fn host_label(&self) -> &str {
+        let rest = self
+            .base_url
+            .split_once("://")
+            .map(|(_, h)| h)
+            .unwrap_or(&self.base_url);
+        rest.rsplit_once('@').map_or(rest, |(_, h)| h)
+    }
+
+    /// Variables that shaped this run, for the result metadata: `OLLAMA_HOST` and every value
+    /// holding `://` through [`redact_url`].
     pub fn recorded_env() -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = std::env::vars()
+        Self::recorded_env_of(std::env::vars())
+    }
+
+    fn recorded_env_of(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = vars
             .filter(|(k, _)| k == "OLLAMA_HOST" || k.starts_with("O3_") || k == "NEXTEST_RUN_ID")
+            .map(|(k, val)| {
+                if k == "OLLAMA_HOST" || val.contains("://") {
+                    let redacted = redact_url(&val);
+                    (k, redacted)
+                } else {
+                    (k, val)
+                }
+            })
             .collect();
         v.sort();
         v
@@ -426,12 +634,12 @@ mod tests {
 
     #[rstest]
     #[case("O3_REQUIRE_SERVER", "maybe", "one of 1, 0")]
-    #[case("O3_MIN_TRIALS", "0", "≥ 1")]
+    #[case("O3_MIN_TRIALS", "0", "from 1 to 1000")]
     #[case("O3_MAX_TRIALS", "2", "at least O3_MIN_TRIALS")]
-    #[case("O3_TRIAL_TIMEOUT_S", "-3", "positive")]
+    #[case("O3_TRIAL_TIMEOUT_S", "-3", "from 0.1 to 86400")]
     #[case("O3_RAM_LIMIT_PCT", "150", "(0, 100]")]
     #[case("O3_RAM_LIMIT_PCT", "-3", "(0, 100]")]
-    #[case("O3_SEED", "-1", "≥ 0")]
+    #[case("O3_SEED", "-1", "from 0 to 18446744073709551615")]
     #[case("O3_SAMPLE_HZ", "1", "from 5 to 100")]
     #[case("O3_RUN_ID", "../x", "without '/'")]
     fn bad_values_name_the_variable(#[case] var: &str, #[case] value: &str, #[case] allowed: &str) {
@@ -466,5 +674,186 @@ mod tests {
                 assert!(e.to_string().starts_with("invalid O3_BUSY_CPU_PCT="), "{e}");
             }
         }
+    }
+
+    /// Every numeric variable at and just past each end of its range, and the non-numbers.
+    /// Columns: variable, lowest allowed, just below, highest allowed, just above, what the
+    /// error says is allowed. (`O3_MIN_TRIALS` tops at the default `O3_MAX_TRIALS`, 10, and
+    /// `O3_MAX_TRIALS` starts at the default `O3_MIN_TRIALS`, 3.)
+    #[rstest]
+    #[case(
+        "O3_CONNECT_TIMEOUT_S",
+        "0.1",
+        "0.09",
+        "86400",
+        "86400.5",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_FIRST_CHUNK_TIMEOUT_S",
+        "0.1",
+        "0.09",
+        "86400",
+        "1e30",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_CHUNK_GAP_TIMEOUT_S",
+        "0.1",
+        "0",
+        "86400",
+        "86401",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_TRIAL_TIMEOUT_S",
+        "0.1",
+        "-1",
+        "86400",
+        "1e30",
+        "from 0.1 to 86400"
+    )]
+    #[case(
+        "O3_UNLOAD_TIMEOUT_S",
+        "0.1",
+        "0.0999",
+        "86400",
+        "1e300",
+        "from 0.1 to 86400"
+    )]
+    #[case("O3_MIN_TRIALS", "1", "0", "10", "1001", "from 1 to 1000")]
+    #[case("O3_MAX_TRIALS", "3", "0", "1000", "1001", "from 1 to 1000")]
+    #[case("O3_RAM_LIMIT_PCT", "0.001", "0", "100", "100.01", "(0, 100]")]
+    #[case("O3_SAMPLE_HZ", "5", "4.9", "100", "101", "from 5 to 100")]
+    #[case(
+        "O3_SEED",
+        "0",
+        "-1",
+        "18446744073709551615",
+        "18446744073709551616",
+        "from 0 to 18446744073709551615"
+    )]
+    fn every_number_has_a_range(
+        #[case] var: &str,
+        #[case] lo: &str,
+        #[case] below: &str,
+        #[case] hi: &str,
+        #[case] above: &str,
+        #[case] allowed: &str,
+    ) {
+        for ok in [lo, hi] {
+            let c = from(&[(var, ok)]);
+            assert!(c.is_ok(), "{var}={ok} refused: {c:?}");
+        }
+        for value in [below, above, "NaN", "inf", "-inf", "x", ""] {
+            let e = from(&[(var, value)]).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+            assert_eq!(e.value, value, "{e}");
+            assert!(e.to_string().contains(allowed), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn bounds_reach_the_struct() {
+        // The bounds reach the struct: a day is a day, and a trial count of 1000 fits.
+        let c = from(&[("O3_TRIAL_TIMEOUT_S", "86400"), ("O3_MAX_TRIALS", "1000")]).unwrap();
+        assert_eq!(c.trial_timeout, Duration::from_secs(86_400));
+        assert_eq!(c.max_trials, 1000);
+        assert_eq!(
+            from(&[("O3_CONNECT_TIMEOUT_S", "0.1")])
+                .unwrap()
+                .connect_timeout,
+            Duration::from_millis(100)
+        );
+    }
+
+    #[rstest]
+    #[case("http://user:pw@host:1", "http://***@host:1")]
+    #[case("user:pw@host:1", "***@host:1")]
+    #[case("http://host:1?token=t0k3n", "http://host:1?token=***")]
+    #[case(
+        "http://u:p@host:1?token=a&key=b&flag",
+        "http://***@host:1?token=***&key=***&***"
+    )]
+    #[case("https://host/api?api_key=x#frag", "https://host/api?api_key=***#***")]
+    // A password with an unencoded '@', '/' or '?': everything up to the last '@' goes.
+    #[case("http://u:p@ss/w?rd@host:1", "http://***@host:1")]
+    #[case("http://host:1", "http://host:1")]
+    #[case("127.0.0.1:11434", "127.0.0.1:11434")]
+    #[case("", "")]
+    fn urls_are_redacted(#[case] raw: &str, #[case] shown: &str) {
+        assert_eq!(redact_url(raw), shown);
+    }
+
+    #[test]
+    fn credentials_are_kept_for_requests_and_hidden_everywhere_else() {
+        let c = from(&[(
+            "OLLAMA_HOST",
+            "http://user:s3cr3tpw@127.0.0.1:8080/?token=t0k3n&x=1",
+        )])
+        .unwrap();
+        assert_eq!(c.base_url, "http://user:s3cr3tpw@127.0.0.1:8080");
+        assert_eq!(c.base_query.as_deref(), Some("token=t0k3n&x=1"));
+        assert_eq!(
+            c.url("/api/version"),
+            "http://user:s3cr3tpw@127.0.0.1:8080/api/version?token=t0k3n&x=1"
+        );
+        assert_eq!(c.display_url(), "http://***@127.0.0.1:8080?token=***&x=***");
+        assert_eq!(c.host_label(), "127.0.0.1:8080");
+        assert_eq!(c.origin(), "http://127.0.0.1:8080");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cr3tpw") && !debug.contains("t0k3n"),
+            "{debug}"
+        );
+        let debug = format!("{:?}", parse_host("u:s3cr3tpw@h?token=t0k3n").unwrap());
+        assert!(
+            !debug.contains("s3cr3tpw") && !debug.contains("t0k3n"),
+            "{debug}"
+        );
+        // Without a scheme, with an empty query, IPv6.
+        let h = parse_host("u:p@[::1]:5?").unwrap();
+        assert_eq!((h.base_url.as_str(), h.query), ("http://u:p@[::1]:5", None));
+        let plain = from(&[]).unwrap();
+        assert_eq!(plain.display_url(), "http://127.0.0.1:11434");
+        assert_eq!(plain.origin(), plain.base_url);
+    }
+
+    #[rstest]
+    #[case("http://user:s3cr3tpw@host:port?token=t0k3n", "is not a number")]
+    #[case("http://user:s3cr3tpw@host/path?token=t0k3n", "path")]
+    #[case("http://user:s3cr/3tpw@host:1?token=t0k3n", "percent-encode")]
+    #[case("http://user:s3cr3tpw@host:1?token=t0k3n#x", "fragment")]
+    #[case("http://user:s3cr3tpw@ho st:1?token=t0k3n", "not a valid URL")]
+    fn bad_hosts_do_not_show_the_credentials(#[case] raw: &str, #[case] needle: &str) {
+        let e = from(&[("OLLAMA_HOST", raw)]).unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(e.var, "OLLAMA_HOST");
+        assert!(shown.contains(needle), "{shown}");
+        assert!(
+            !shown.contains("s3cr") && !shown.contains("t0k3n"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn recorded_env_is_redacted() {
+        let vars = [
+            ("OLLAMA_HOST", "user:s3cr3tpw@h:1?token=t0k3n"),
+            ("O3_MONITOR_URL", "http://u:s3cr3tpw@h:2"),
+            ("O3_MIN_TRIALS", "3"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let rec = Config::recorded_env_of(vars.into_iter());
+        assert_eq!(
+            rec,
+            [
+                ("O3_MIN_TRIALS", "3"),
+                ("O3_MONITOR_URL", "http://***@h:2"),
+                ("OLLAMA_HOST", "***@h:1?token=***"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
     }
 }

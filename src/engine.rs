@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{COUNT, ConfigError};
+use crate::config::{ConfigError, NumberIn};
 use crate::measure;
 use crate::results::{BenchFigure, CellSpec, EngineFigures, Gates, RelativeGates};
 use crate::rundir::{RunDir, StoreError, write_atomic};
@@ -40,6 +40,13 @@ use crate::rundir::{RunDir, StoreError, write_atomic};
 /// Load a valid trial's TTFT may contain, added unscaled to an engine-relative TTFT limit (s):
 /// the reload threshold above which a trial is invalid.
 pub const LOAD_ALLOWANCE_S: f64 = measure::RELOAD_THRESHOLD_S;
+
+/// The range of `O3_ENGINE_REPS`: each repetition takes seconds to minutes.
+const REPETITIONS: NumberIn<u32> = NumberIn::new(
+    std::ops::Bound::Included(1),
+    std::ops::Bound::Included(100),
+    "a whole number from 1 to 100",
+);
 
 /// Repetitions of each `llama-bench` test unless `O3_ENGINE_REPS` says otherwise.
 pub const DEFAULT_REPETITIONS: u32 = 2;
@@ -134,7 +141,7 @@ impl EngineEnv {
             bin_dir: dir("O3_LLAMA_BIN_DIR"),
             models_dir: dir("O3_MODELS_DIR"),
             repetitions: match get("O3_ENGINE_REPS") {
-                Some(v) => COUNT.parse_var("O3_ENGINE_REPS", &v)?,
+                Some(v) => REPETITIONS.parse_var("O3_ENGINE_REPS", &v)?,
                 None => DEFAULT_REPETITIONS,
             },
         })
@@ -765,7 +772,11 @@ mod tests {
     fn engine_reps_parse_strictly() {
         assert_eq!(env(&[]).unwrap().repetitions, DEFAULT_REPETITIONS);
         assert_eq!(env(&[("O3_ENGINE_REPS", "3")]).unwrap().repetitions, 3);
-        let e = env(&[("O3_ENGINE_REPS", "0")]).unwrap_err();
-        assert_eq!(e.var, "O3_ENGINE_REPS");
+        assert_eq!(env(&[("O3_ENGINE_REPS", "100")]).unwrap().repetitions, 100);
+        for bad in ["0", "101", "1.5", "x"] {
+            let e = env(&[("O3_ENGINE_REPS", bad)]).unwrap_err();
+            assert_eq!(e.var, "O3_ENGINE_REPS");
+            assert!(e.to_string().contains("from 1 to 100"), "{e}");
+        }
     }
 }

@@ -89,7 +89,7 @@ impl Default for MonitorConfig {
 impl From<&crate::config::Config> for MonitorConfig {
     fn from(c: &crate::config::Config) -> Self {
         MonitorConfig {
-            base_url: c.base_url.clone(),
+            base_url: c.origin(),
             sample_hz: c.sample_hz,
             ram_limit_pct: c.ram_limit_pct,
         }
@@ -653,14 +653,19 @@ impl Monitor {
             return None;
         }
         let server = self.server_pid()?;
-        // A server inside the harness's own process (a scripted server in a test) cannot be
-        // told apart from the harness: its CPU is nobody's to judge.
-        if server == std::process::id() {
-            return None;
-        }
         let mut tree = vec![server];
         tree.extend(find_runners(server));
         CpuSnapshot::read(&procfs::ProcFs::real(), &tree, std::process::id())
+    }
+
+    /// [`Monitor::cpu_mark`] for the busy-host guard: `None` also when the server is the
+    /// harness's own process (a scripted server inside a test), whose CPU cannot be told apart
+    /// from the harness's.
+    pub fn guard_mark(&self) -> Option<CpuSnapshot> {
+        if self.server_pid()? == std::process::id() {
+            return None;
+        }
+        self.cpu_mark()
     }
 
     /// Who used the CPU since `mark` ([`cpu::usage`]): the tree read now is the server, its
@@ -837,7 +842,7 @@ mod tests {
     fn config_from_harness_config() {
         let c = crate::config::Config::default();
         let m = MonitorConfig::from(&c);
-        assert_eq!(m.base_url, c.base_url);
+        assert_eq!(m.base_url, c.origin());
         assert_eq!(m.sample_hz, c.sample_hz);
         assert_eq!(m.ram_limit_pct, c.ram_limit_pct);
     }

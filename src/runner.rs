@@ -74,7 +74,8 @@ pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellR
         run_id: env.run_id.clone(),
         started_at: rfc3339(SystemTime::now()),
         harness_version: HARNESS_VERSION.to_string(),
-        server: env.config.base_url.clone(),
+        // Redacted: no userinfo, no query value (config::redact_url).
+        server: env.config.display_url(),
         env: Config::recorded_env(),
         host: monitor::host_info(),
         ..RunMetadata::default()
@@ -350,7 +351,7 @@ async fn phases(
         return CellRun::Ran(Box::new(ran));
     }
     let monitor = Monitor::start(&MonitorConfig {
-        base_url: env.config.base_url.clone(),
+        base_url: env.config.origin(),
         sample_hz: env.config.sample_hz,
         ram_limit_pct: spec.gates.ram_max_pct,
     });
@@ -411,7 +412,7 @@ async fn measure_cell(
 /// The server tree's CPU over [`monitor::SERVER_IDLE_WINDOW`] with no request of ours in
 /// flight; `None` when the server is not a process proven to be on this host.
 async fn server_idle(monitor: &Monitor) -> Option<monitor::CpuUsage> {
-    let mark = monitor.cpu_mark()?;
+    let mark = monitor.guard_mark()?;
     tokio::time::sleep(monitor::SERVER_IDLE_WINDOW).await;
     monitor.cpu_since(&mark)
 }
@@ -498,7 +499,7 @@ fn admit(spec: &CellSpec, meta: &RunMetadata, opts: &CellOptions) -> Result<(), 
 async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
     client.unload_all(cfg.unload_timeout).await?;
     // Wait for runner processes to exit too (the server kills them asynchronously).
-    if let Some(server) = monitor::find_server_pid(&cfg.base_url) {
+    if let Some(server) = monitor::find_server_pid(&cfg.origin()) {
         let deadline = Instant::now() + cfg.unload_timeout;
         loop {
             let runners = monitor::find_runners(server);
@@ -736,7 +737,7 @@ async fn measuring_loop(
         let key = format!("{}/{}/trial-{measured}", env.run_id, spec.test_name);
         let p = workload::prompt(&key, spec.fill_tokens, ratios);
         let idle = server_idle(monitor).await; // issue 7: the server quiet before the trial
-        let mark = monitor.cpu_mark(); // issue 7: who uses the CPU during the trial
+        let mark = monitor.guard_mark(); // issue 7: who uses the CPU during the trial
         let (plan, outcome) = trial(
             client,
             req,

@@ -333,3 +333,245 @@ fn a_bad_environment_value_is_an_error_naming_the_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_out_of_range_timeout_is_an_error_not_a_panic() {
+    // Before the ranges, 1e30 s panicked converting to a `Duration`.
+    let out = run(&[], &[("O3_TRIAL_TIMEOUT_S", "1e30")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "invalid O3_TRIAL_TIMEOUT_S=\"1e30\": a number of seconds from 0.1 to 86400 (one day)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+/// One request as [`VersionOnly`] received it.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// `GET /api/version?token=… HTTP/1.1`.
+    request_line: String,
+    /// The `Authorization` header, if any.
+    authorization: Option<String>,
+}
+
+/// A server stand-in that answers `GET /api/version` and 404s everything else, one request per
+/// connection, recording each request line and `Authorization` header.
+struct VersionOnly {
+    addr: std::net::SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl VersionOnly {
+    fn start() -> VersionOnly {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (record, halt) = (seen.clone(), stop.clone());
+        let serve = move |stream: std::net::TcpStream| -> std::io::Result<()> {
+            stream.set_nonblocking(false)?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+            let mut r = BufReader::new(stream.try_clone()?);
+            let mut request_line = String::new();
+            r.read_line(&mut request_line)?;
+            let (mut authorization, mut length) = (None, 0usize);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h)? == 0 || h.trim_end().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.trim_end().split_once(':') {
+                    match k.trim().to_ascii_lowercase().as_str() {
+                        "authorization" => authorization = Some(v.trim().to_string()),
+                        "content-length" => length = v.trim().parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            r.read_exact(&mut body)?;
+            let request_line = request_line.trim_end().to_string();
+            let target = request_line.split(' ').nth(1).unwrap_or_default();
+            let is_version = request_line.starts_with("GET ")
+                && target.split('?').next() == Some("/api/version");
+            record.lock().unwrap().push(Seen {
+                request_line,
+                authorization,
+            });
+            let (status, body) = if is_version {
+                ("200 OK", r#"{"version":"0.33.0"}"#)
+            } else {
+                ("404 Not Found", "404 page not found")
+            };
+            let mut w = stream;
+            write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            w.flush()
+        };
+        let thread = std::thread::spawn(move || {
+            while !halt.load(Ordering::Acquire) {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        let _ = serve(s);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        VersionOnly {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for VersionOnly {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const PASSWORD: &str = "s3cr3tpw";
+const TOKEN: &str = "t0k3n";
+
+/// Every file under `dir` (symbolic links not followed: `latest` points inside), with its text.
+fn every_file(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let kind = e.file_type().unwrap();
+            if kind.is_dir() {
+                todo.push(e.path());
+            } else if kind.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                out.push((e.path(), String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Runs the `liquid_rag` cells with credentials in `OLLAMA_HOST` (userinfo and a token in the
+/// query) against `port`; asserts that neither secret is in any file of the run or in any line
+/// of the output, that the address is recorded redacted, and returns the output.
+fn run_with_credentials(tag: &str, port: u16) -> String {
+    let host = format!("http://user:{PASSWORD}@127.0.0.1:{port}?token={TOKEN}");
+    let dir = results_dir(tag);
+    let out = run(
+        &["liquid_rag::"],
+        &[
+            ("OLLAMA_HOST", host.as_str()),
+            ("O3_RESULTS_DIR", dir.to_str().unwrap()),
+        ],
+    );
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!output.contains("panicked"), "{output}");
+    for line in output.lines() {
+        assert!(
+            !line.contains(PASSWORD) && !line.contains(TOKEN),
+            "a secret in the output: {line}"
+        );
+    }
+    // The three cells ran and were reported: the walk below has something to look at.
+    assert_eq!(
+        cell_files(&dir),
+        [
+            "liquid_rag__ctx_128k.json",
+            "liquid_rag__ctx_256k.json",
+            "liquid_rag__ctx_64k.json"
+        ]
+    );
+    let files = every_file(&dir);
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.ends_with("comparative_analysis/performance_matrix.md")),
+        "{files:?}"
+    );
+    for (path, text) in &files {
+        assert!(
+            !text.contains(PASSWORD) && !text.contains(TOKEN),
+            "a secret in {}",
+            path.display()
+        );
+    }
+    let cell: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("latest/cells/liquid_rag__ctx_64k.json")).unwrap(),
+    )
+    .unwrap();
+    let shown = format!("http://***@127.0.0.1:{port}?token=***");
+    assert_eq!(cell["metadata"]["server"], shown.as_str(), "{cell:#}");
+    let env = cell["metadata"]["env"].to_string();
+    assert!(
+        env.contains(&format!("\"OLLAMA_HOST\",\"{shown}\"")),
+        "{env}"
+    );
+    output
+}
+
+/// `OLLAMA_HOST` with a user, a password and a token: nothing of them in any file of the run
+/// or in the output, at a closed port, at a server that hangs up (the HTTP client's error
+/// names the URL it asked for) and at a server that answers.
+#[test]
+fn credentials_in_ollama_host_reach_no_file_and_no_output() {
+    let output = run_with_credentials("credentials-closed", closed_port());
+    assert!(output.contains("unreachable"), "{output}");
+
+    let hangs_up = CountingListener::start();
+    let output = run_with_credentials("credentials-hangup", hangs_up.addr.port());
+    assert!(output.contains("GET /api/version"), "{output}");
+    assert!(hangs_up.finish() > 0);
+
+    let server = VersionOnly::start();
+    let output = run_with_credentials("credentials-answering", server.addr.port());
+    // The cells got past /api/version and were stopped by the 404 of what came next.
+    assert!(output.contains("404"), "{output}");
+    let seen = server.seen();
+    assert!(seen.len() >= 2, "{seen:?}");
+    for s in &seen {
+        // The credentials are sent: basic auth from the userinfo (`printf user:s3cr3tpw |
+        // base64`), and the query on every request.
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some("Basic dXNlcjpzM2NyM3Rwdw=="),
+            "{s:?}"
+        );
+        assert!(
+            s.request_line.contains(&format!("?token={TOKEN} ")),
+            "{s:?}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|s| s.request_line.starts_with("GET /api/version?")),
+        "{seen:?}"
+    );
+}

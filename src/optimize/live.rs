@@ -130,7 +130,7 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
             cfg,
             existing,
             host,
-            server: env.config.base_url.clone(),
+            server: env.config.display_url(),
         },
         &mut prober,
     );

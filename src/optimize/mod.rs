@@ -58,12 +58,12 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::ops::Bound::{Excluded, Included, Unbounded};
+use std::ops::Bound::{Excluded, Included};
 
 use serde::{Deserialize, Serialize};
 
 use crate::backend::LoadOptions;
-use crate::config::{COUNT, ConfigError, NumberIn};
+use crate::config::{ConfigError, NumberIn};
 use crate::matrix::ctx_label;
 use crate::results::{CellResult, CellSpec};
 
@@ -119,32 +119,45 @@ impl OptConfig {
     /// Reads the settings through `get` (the environment, or a map in tests). A value that does
     /// not parse is an error naming the variable, the value and what is allowed.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        const GRID: NumberIn<u32> =
-            NumberIn::new(Included(256), Unbounded, "a whole number ≥ 256 (tokens)");
-        const BUDGET: NumberIn<f64> =
-            NumberIn::new(Excluded(0.0), Unbounded, "a positive number of seconds");
+        // Every setting has a range (README, "The optimizer").
+        const GRID: NumberIn<u32> = NumberIn::new(
+            Included(256),
+            Included(1 << 20),
+            "a whole number from 256 to 1048576 (tokens)",
+        );
+        const BUDGET: NumberIn<f64> = NumberIn::new(
+            Excluded(0.0),
+            Included(604_800.0),
+            "a positive number of seconds up to 604800 (one week)",
+        );
+        const PROBES: NumberIn<u32> =
+            NumberIn::new(Included(1), Included(1000), "a whole number from 1 to 1000");
+        const THREADS: NumberIn<u32> =
+            NumberIn::new(Included(1), Included(1024), "a whole number from 1 to 1024");
+        const BATCH: NumberIn<u32> = NumberIn::new(Included(1), Included(1 << 20), "");
         let mut c = OptConfig::default();
         if let Some(v) = get("O3_OPT_GRID_TOKENS") {
             c.grid_tokens = GRID.parse_var("O3_OPT_GRID_TOKENS", &v)?;
         }
         if let Some(v) = get("O3_OPT_MAX_PROBES") {
-            c.max_probes = COUNT.parse_var("O3_OPT_MAX_PROBES", &v)?;
+            c.max_probes = PROBES.parse_var("O3_OPT_MAX_PROBES", &v)?;
         }
         if let Some(v) = get("O3_OPT_BUDGET_S") {
             c.budget_s = BUDGET.parse_var("O3_OPT_BUDGET_S", &v)?;
         }
         if let Some(v) = get("O3_OPT_MAX_THREADS") {
-            c.max_threads = Some(COUNT.parse_var("O3_OPT_MAX_THREADS", &v)?);
+            c.max_threads = Some(THREADS.parse_var("O3_OPT_MAX_THREADS", &v)?);
         }
         if let Some(v) = get("O3_OPT_BATCHES") {
             let mut batches = v
                 .split(',')
-                .map(|part| COUNT.parse(part))
+                .map(|part| BATCH.parse(part))
                 .collect::<Result<Vec<u32>, _>>()
                 .map_err(|_| ConfigError {
                     var: "O3_OPT_BATCHES".into(),
                     value: v.clone(),
-                    allowed: "comma-separated whole numbers ≥ 1, e.g. 64,256,512".into(),
+                    allowed: "comma-separated whole numbers from 1 to 1048576, e.g. 64,256,512"
+                        .into(),
                 })?;
             batches.sort_unstable();
             batches.dedup();

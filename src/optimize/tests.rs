@@ -755,6 +755,15 @@ fn a_server_that_goes_away_stops_the_search() {
 #[case(&[("O3_OPT_BUDGET_S", "-1")], Err("O3_OPT_BUDGET_S"))]
 #[case(&[("O3_OPT_GRID_TOKENS", "100")], Err("O3_OPT_GRID_TOKENS"))]
 #[case(&[("O3_OPT_BATCHES", "64,x")], Err("O3_OPT_BATCHES"))]
+// Upper ends and non-numbers.
+#[case(&[("O3_OPT_MAX_PROBES", "1001")], Err("O3_OPT_MAX_PROBES"))]
+#[case(&[("O3_OPT_BUDGET_S", "1e30")], Err("O3_OPT_BUDGET_S"))]
+#[case(&[("O3_OPT_BUDGET_S", "NaN")], Err("O3_OPT_BUDGET_S"))]
+#[case(&[("O3_OPT_GRID_TOKENS", "1048577")], Err("O3_OPT_GRID_TOKENS"))]
+#[case(&[("O3_OPT_MAX_THREADS", "1025")], Err("O3_OPT_MAX_THREADS"))]
+#[case(&[("O3_OPT_BATCHES", "64,1048577")], Err("O3_OPT_BATCHES"))]
+#[case(&[("O3_OPT_MAX_PROBES", "1000"), ("O3_OPT_BUDGET_S", "604800"), ("O3_OPT_GRID_TOKENS", "1048576"), ("O3_OPT_BATCHES", "1048576"), ("O3_OPT_MAX_THREADS", "1024")],
+    Ok(OptConfig { max_probes: 1000, budget_s: 604800.0, grid_tokens: 1 << 20, batches: vec![1 << 20], max_threads: Some(1024) }))]
 fn config_from_environment(
     #[case] vars: &[(&str, &str)],
     #[case] expected: Result<OptConfig, &str>,

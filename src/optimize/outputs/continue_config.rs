@@ -76,12 +76,14 @@ pub fn roles_for(use_cases: &[String]) -> Vec<String> {
 }
 
 /// `apiBase` for a record's server: `None` for Ollama's default address, else the address
-/// without credentials and with a trailing `/`.
+/// without credentials, without a query (paths are appended to `apiBase`; the record's query
+/// is redacted anyway, `config::redact_url`) and with a trailing `/`.
 pub fn api_base(server: &str) -> Option<String> {
     if server.trim().is_empty() || is_default_ollama(server) {
         return None;
     }
     let mut url = without_credentials(server.trim());
+    url.truncate(url.find(['?', '#']).unwrap_or(url.len()));
     if !url.ends_with('/') {
         url.push('/');
     }
@@ -166,5 +168,20 @@ impl Output<[SearchRecord]> for ContinueFile {
             in_integration(CONTINUE_FILE),
             render_continue(records),
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_base;
+
+    /// A recorded server (redacted, `config::redact_url`) as `apiBase`: no userinfo, no query
+    /// (paths go after it), a trailing `/`.
+    #[rstest::rstest]
+    #[case("http://***@proxy:8443?token=***", Some("http://proxy:8443/"))]
+    #[case("http://box:1", Some("http://box:1/"))]
+    #[case("http://***@127.0.0.1:11434", None)]
+    fn api_bases(#[case] server: &str, #[case] expected: Option<&str>) {
+        assert_eq!(api_base(server).as_deref(), expected);
     }
 }
