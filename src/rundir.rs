@@ -275,9 +275,7 @@ pub fn load_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StoreErr
 /// The one reader of a directory of JSON files: the parsed files and the errors of the others,
 /// both in file-name order.
 #[allow(clippy::type_complexity)]
-fn scan_json_dir<T: DeserializeOwned>(
-    dir: &Path,
-) -> Result<(Vec<T>, Vec<StoreError>), StoreError> {
+fn scan_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<(Vec<T>, Vec<StoreError>), StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
