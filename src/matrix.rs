@@ -87,7 +87,7 @@ impl fmt::Display for MatrixError {
 
 /// Test-name label of a context size: 65536 → `ctx_64k`, 3000 → `ctx_3000`.
 pub fn ctx_label(num_ctx: u32) -> String {
-    if num_ctx % 1024 == 0 {
+    if num_ctx.is_multiple_of(1024) {
         format!("ctx_{}k", num_ctx / 1024)
     } else {
         format!("ctx_{num_ctx}")

@@ -357,10 +357,10 @@ pub fn aggregate(cells: &[CellResult]) -> Report {
                 models.last_mut().expect("just pushed")
             }
         };
-        if let Some(d) = &m.model_digest {
-            if !info.digests.contains(d) {
-                info.digests.push(d.clone());
-            }
+        if let Some(d) = &m.model_digest
+            && !info.digests.contains(d)
+        {
+            info.digests.push(d.clone());
         }
         info.quantization = info.quantization.take().or_else(|| m.quantization.clone());
         info.parameter_size = info
