@@ -5,7 +5,7 @@
 //!
 //! | column | required | meaning |
 //! |---|---|---|
-//! | `name` | yes | slug used in test names (`[a-z][a-z0-9_]*`), e.g. `gemma3_tools_27b` |
+//! | `name` | yes | slug used in test names (`[a-z][a-z0-9_]*`, no `__`, at most [`MAX_NAME_BYTES`] bytes), e.g. `gemma3_tools_27b` |
 //! | `model` | yes | model as the server knows it, e.g. `orieg/gemma3-tools:27b-it-qat` |
 //! | `category` | yes | free text (e.g. `tools`, `rag`, `small`) |
 //! | `num_ctx` | yes | allocated context in tokens; `65536` or `64K` |

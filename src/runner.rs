@@ -111,7 +111,7 @@ fn unsaved_result(spec: &CellSpec, e: crate::rundir::StoreError) {
 }
 
 /// The result files [`run_cell_with`] could not write on this thread since the last call, each
-/// as "failed to write <path>: <cause>", and forgets them. The test harness
+/// as "failed to write `<path>`: `<cause>`", and forgets them. The test harness
 /// ([`crate::harness::main`]) fails a test for which this is not empty, whatever its verdict.
 pub fn take_unsaved_results() -> Vec<String> {
     UNSAVED.with(|u| std::mem::take(&mut *u.borrow_mut()))
