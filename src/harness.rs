@@ -8,15 +8,17 @@
 //! where the results went.
 
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::config::Config;
 use crate::date;
+use crate::lock::{self, Holder, Lock};
 use crate::results::{CellResult, Verdict};
 use crate::rundir::RunDir;
+use crate::runner;
 
 /// Where a run's files go, and the configuration it runs with.
 #[derive(Debug, Clone)]
@@ -34,21 +36,12 @@ impl RunEnv {
     /// process of one nextest run shares a directory, else a timestamp and the process id),
     /// creates the run directory and points `<results_dir>/latest` at it.
     pub fn new(config: Config) -> std::io::Result<RunEnv> {
-        let run_id = config
-            .run_id
-            .clone()
-            .or_else(|| {
-                std::env::var("NEXTEST_RUN_ID")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| {
-                format!(
-                    "{}-{}",
-                    date::compact(SystemTime::now()),
-                    std::process::id()
-                )
-            });
+        let run_id = run_id(&config);
+        RunEnv::with_run_id(config, run_id)
+    }
+
+    /// Creates the run directory of `run_id` and points `<results_dir>/latest` at it.
+    pub fn with_run_id(config: Config, run_id: String) -> std::io::Result<RunEnv> {
         let run_dir = RunDir::create(&config.results_dir, &run_id)?;
         Ok(RunEnv {
             config,
@@ -56,6 +49,25 @@ impl RunEnv {
             run_id,
         })
     }
+}
+
+/// The run id: `O3_RUN_ID`, else nextest's `NEXTEST_RUN_ID`, else a timestamp and the process id.
+pub fn run_id(config: &Config) -> String {
+    config
+        .run_id
+        .clone()
+        .or_else(|| {
+            std::env::var("NEXTEST_RUN_ID")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                date::compact(SystemTime::now()),
+                std::process::id()
+            )
+        })
 }
 
 /// The run environment of a test process, created on first use.
@@ -67,16 +79,9 @@ pub fn shared_env<'a>(
     once: &'a OnceLock<Result<RunEnv, String>>,
     config: &Config,
 ) -> Result<&'a RunEnv, Failed> {
-    once.get_or_init(|| {
-        RunEnv::new(config.clone()).map_err(|e| {
-            format!(
-                "cannot create the run directory under {}: {e}",
-                config.results_dir.display()
-            )
-        })
-    })
-    .as_ref()
-    .map_err(|e| Failed::from(e.as_str()))
+    once.get_or_init(|| locked_run_env(config))
+        .as_ref()
+        .map_err(|e| Failed::from(e.as_str()))
 }
 
 /// How a test reports a cell (or a model) that could not run here: ignored with the reason, or
@@ -158,8 +163,12 @@ pub fn main(report: &str, tests: impl FnOnce(&Config) -> Result<Vec<Test>, Strin
             let env = Arc::clone(&env);
             let config = config.clone();
             let run = t.run;
-            Trial::ignorable_test(t.name, move || run(shared_env(&env, &config)?))
-                .with_ignored_flag(t.ignored)
+            Trial::ignorable_test(t.name, move || {
+                runner::take_unsaved_results();
+                let outcome = run(shared_env(&env, &config)?);
+                fail_when_unsaved(outcome)
+            })
+            .with_ignored_flag(t.ignored)
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
@@ -171,4 +180,66 @@ pub fn main(report: &str, tests: impl FnOnce(&Config) -> Result<Vec<Test>, Strin
         );
     }
     conclusion.exit_code()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run locks and lost results (issue 7): what keeps two runs apart and fails a test whose result
+// could not be written.
+
+/// The locks this process holds for its run, kept until the process ends (the OS releases them
+/// then, however it ends).
+static HELD: Mutex<Vec<Lock>> = Mutex::new(Vec::new());
+
+/// Takes the locks of a run — first the server's (`<results dir>/.locks/<host>_<port>.lock`), so
+/// a refused run creates nothing, then the run directory's (`<run>/.lock`) — and creates the run
+/// directory between the two. A lock this process already holds is not taken again (each
+/// nextest process of one run takes them for itself, one after another). The error names the
+/// holder, or the directory that could not be made.
+pub fn locked_run_env(config: &Config) -> Result<RunEnv, String> {
+    let run_id = run_id(config);
+    let holder = Holder::this_process(&run_id);
+    let server = lock::server_lock_path(&config.results_dir, &config.base_url);
+    let what = format!("server {}", lock::server_key(&config.base_url));
+    hold(&server, &what, &holder)?;
+    let env = RunEnv::with_run_id(config.clone(), run_id.clone()).map_err(|e| {
+        format!(
+            "cannot create the run directory under {}: {e}",
+            config.results_dir.display()
+        )
+    })?;
+    let what = format!("run directory {}", env.run_dir.root().display());
+    hold(&lock::run_lock_path(env.run_dir.root()), &what, &holder)?;
+    Ok(env)
+}
+
+fn hold(path: &std::path::Path, what: &str, holder: &Holder) -> Result<(), String> {
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.iter().any(|l| l.path() == path) {
+        return Ok(());
+    }
+    let lock = lock::try_acquire(path, what, holder).map_err(|e| e.to_string())?;
+    held.push(lock);
+    Ok(())
+}
+
+/// A test whose run lost a result file fails, whatever its own outcome: the file's path and
+/// the cause are in the message.
+fn fail_when_unsaved(outcome: Result<Completion, Failed>) -> Result<Completion, Failed> {
+    let unsaved = runner::take_unsaved_results();
+    if unsaved.is_empty() {
+        return outcome;
+    }
+    let was = match &outcome {
+        Ok(Completion::Completed) => "passed".to_string(),
+        Ok(Completion::Ignored { reason }) => {
+            format!("ignored: {}", reason.as_deref().unwrap_or("no reason"))
+        }
+        Err(f) => format!("failed: {}", f.message().unwrap_or("no message")),
+    };
+    Err(format!(
+        "the result was not written, so the run lost it:\n  {}\n(fix the results directory or choose \
+         another with O3_RESULTS_DIR; without the file the test would have {was})",
+        unsaved.join("\n  ")
+    )
+    .into())
 }

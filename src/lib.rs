@@ -10,7 +10,7 @@
 //! API), [`workload`] (prompts), [`measure`] (one trial), [`monitor`] (hardware sampler),
 //! [`stats`], [`stability`], [`gates`] (the typed judgement), [`engine`] (llama-bench figures
 //! for engine-relative gates), [`results`] (what a cell leaves), [`rundir`] (the run
-//! directory's layout and files), [`report`], [`preflight`], [`runner`] (one cell end to end,
+//! directory's layout and files), [`lock`] (one run per server and run directory), [`report`], [`preflight`], [`runner`] (one cell end to end,
 //! in phases), [`harness`] (the shared test-target `main`), [`date`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +23,7 @@ pub mod gates;
 pub mod golden;
 pub mod harness;
 pub mod judgement;
+pub mod lock;
 pub mod matrix;
 pub mod measure;
 pub mod monitor;

@@ -5,7 +5,7 @@
 //!
 //! | column | required | meaning |
 //! |---|---|---|
-//! | `name` | yes | slug used in test names (`[a-z][a-z0-9_]*`), e.g. `gemma3_tools_27b` |
+//! | `name` | yes | slug used in test names (`[a-z][a-z0-9_]*`, no `__`, at most [`MAX_NAME_BYTES`] bytes), e.g. `gemma3_tools_27b` |
 //! | `model` | yes | model as the server knows it, e.g. `orieg/gemma3-tools:27b-it-qat` |
 //! | `category` | yes | free text (e.g. `tools`, `rag`, `small`) |
 //! | `num_ctx` | yes | allocated context in tokens; `65536` or `64K` |
@@ -87,7 +87,7 @@ impl fmt::Display for MatrixError {
 
 /// Test-name label of a context size: 65536 → `ctx_64k`, 3000 → `ctx_3000`.
 pub fn ctx_label(num_ctx: u32) -> String {
-    if num_ctx % 1024 == 0 {
+    if num_ctx.is_multiple_of(1024) {
         format!("ctx_{}k", num_ctx / 1024)
     } else {
         format!("ctx_{num_ctx}")
@@ -109,6 +109,13 @@ fn parse_tokens(s: &str) -> Option<u32> {
     let v = DIGITS.parse(digits).ok()?.checked_mul(mult)?;
     u32::try_from(v).ok()
 }
+
+/// Longest `name`, in bytes. The longest file a name goes into is an optimizer probe's
+/// temporary result file, `cells/.<name>__opt__ctx_<n>_t<T>_b<B>_r<R>.json.<pid>.tmp`: with
+/// every figure at its largest (`u32`, 10 digits; a pid of 7), that is the name plus 75 bytes,
+/// and a file name may hold 255 bytes on the usual file systems (ext4, xfs, btrfs, APFS, NTFS).
+/// 64 leaves room and is far longer than any useful slug.
+pub const MAX_NAME_BYTES: usize = 64;
 
 fn valid_slug(s: &str) -> bool {
     let mut chars = s.chars();
@@ -137,7 +144,7 @@ const DECODE_GATE: &str = "a number > 0 (tokens/s), or engine*F with F > 0: F ×
 /// Reads and validates the table at `path`. `default_ram_pct` is used where the table has no
 /// `ram_max_pct`.
 pub fn load(path: &Path, default_ram_pct: f64) -> Result<Vec<CellSpec>, MatrixError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         error(
             path,
             None,
@@ -146,7 +153,33 @@ pub fn load(path: &Path, default_ram_pct: f64) -> Result<Vec<CellSpec>, MatrixEr
             format!("cannot read the file: {e} (set O3_MATRIX to choose another table)"),
         )
     })?;
-    parse(path, &text, default_ram_pct)
+    let text = utf8(path, &bytes)?;
+    parse(path, text, default_ram_pct)
+}
+
+/// The table's bytes as text; bytes that are not UTF-8 are an error naming the line and the
+/// byte (1-based, counted in bytes from the start of the line).
+fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, MatrixError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line_start = bytes[..at]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        error(
+            path,
+            Some(line),
+            None,
+            None,
+            format!(
+                "not UTF-8: byte {} of the line (byte offset {at} of the file) is 0x{:02x}, which \
+                 is not valid UTF-8; save the table as UTF-8",
+                at - line_start + 1,
+                bytes[at]
+            ),
+        )
+    })
 }
 
 fn error(
@@ -167,31 +200,62 @@ fn error(
 
 /// Parses and validates table text (`path` is used in messages only).
 pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSpec>, MatrixError> {
+    let layout = Layout::scan(text.as_bytes());
+    if let Some(line) = layout.unclosed_quote {
+        return Err(error(
+            path,
+            Some(line),
+            None,
+            None,
+            "a quote (\") opened on this line is never closed, so it would swallow the rest of \
+             the table into one value: close the quote, or remove it"
+                .into(),
+        ));
+    }
+    // The csv reader's own line numbers skip comment and blank lines; the layout has the real
+    // ones, by record index (the header is record 0).
+    let line_of = |record: Option<u64>| {
+        record.and_then(|r| layout.record_lines.get(usize::try_from(r).ok()?).copied())
+    };
     let mut rdr = csv::ReaderBuilder::new()
         .comment(Some(b'#'))
         .trim(csv::Trim::All)
         .flexible(false)
         .from_reader(text.as_bytes());
-    let columns = Columns::read(path, text, &mut rdr)?;
+    let columns = Columns::read(path, line_of(Some(0)), &mut rdr)?;
     let mut cells: Vec<CellSpec> = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
             error(
                 path,
-                e.position().map(|p| p.line()),
+                line_of(e.position().map(|p| p.record())),
                 None,
                 None,
                 format!("malformed row: {e}"),
             )
         })?;
+        let line = line_of(rec.position().map(|p| p.record())).unwrap_or(0);
+        if let Some(i) = rec.iter().position(|f| f.contains(['\n', '\r'])) {
+            let column = columns.name_of(i);
+            return Err(error(
+                path,
+                Some(line),
+                column,
+                None,
+                "a quoted value runs over the end of the line (the quote opened on this line \
+                 closes on a later one): no value may span lines; close the quote on the line \
+                 where it opened"
+                    .into(),
+            ));
+        }
         if rec.iter().all(|f| f.is_empty()) {
             continue;
         }
         let row = Row {
             path,
             columns: &columns,
-            line: rec.position().map(|p| p.line()).unwrap_or(0),
+            line,
             rec: &rec,
         };
         let cell = row.cell(default_ram_pct)?;
@@ -210,6 +274,74 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
     Ok(cells)
 }
 
+/// Where the table's records start, as the csv reader splits them (the same rules: `#` starts a
+/// comment only at the start of a record, blank lines are skipped, a quote opens a quoted value
+/// only at the start of a field, `""` inside one is a literal quote), and whether a quote is
+/// left open at the end.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Layout {
+    /// The 1-based line on which each record starts, by record index (the header is 0).
+    record_lines: Vec<u64>,
+    /// The line of a quote still open at the end of the text.
+    unclosed_quote: Option<u64>,
+}
+
+impl Layout {
+    fn scan(text: &[u8]) -> Layout {
+        #[derive(Clone, Copy, PartialEq)]
+        enum State {
+            StartRecord,
+            StartField,
+            InField,
+            InQuoted,
+            QuoteInQuoted,
+            InComment,
+        }
+        let mut layout = Layout::default();
+        let mut state = State::StartRecord;
+        let mut line: u64 = 1;
+        let mut quote_line = 0;
+        for &b in text {
+            let terminator = b == b'\n' || b == b'\r';
+            state = match state {
+                State::StartRecord if terminator => State::StartRecord,
+                State::StartRecord if b == b'#' => State::InComment,
+                State::StartRecord | State::StartField => {
+                    if state == State::StartRecord {
+                        layout.record_lines.push(line);
+                    }
+                    match b {
+                        b'"' => {
+                            quote_line = line;
+                            State::InQuoted
+                        }
+                        b',' => State::StartField,
+                        _ if terminator => State::StartRecord,
+                        _ => State::InField,
+                    }
+                }
+                State::InField | State::QuoteInQuoted => match b {
+                    b'"' if state == State::QuoteInQuoted => State::InQuoted,
+                    b',' => State::StartField,
+                    _ if terminator => State::StartRecord,
+                    _ => State::InField,
+                },
+                State::InQuoted if b == b'"' => State::QuoteInQuoted,
+                State::InQuoted => State::InQuoted,
+                State::InComment if b == b'\n' => State::StartRecord,
+                State::InComment => State::InComment,
+            };
+            if b == b'\n' {
+                line += 1;
+            }
+        }
+        if state == State::InQuoted {
+            layout.unclosed_quote = Some(quote_line);
+        }
+        layout
+    }
+}
+
 /// The header: which column is where.
 struct Columns {
     index: HashMap<String, usize>,
@@ -218,16 +350,14 @@ struct Columns {
 impl Columns {
     /// Reads the header row and checks it: not empty, no unknown or repeated column, every
     /// required column present.
-    fn read(path: &Path, text: &str, rdr: &mut csv::Reader<&[u8]>) -> Result<Columns, MatrixError> {
-        let headers = rdr.headers().map_err(|e| {
-            error(
-                path,
-                e.position().map(|p| p.line()),
-                None,
-                None,
-                e.to_string(),
-            )
-        })?;
+    fn read(
+        path: &Path,
+        line: Option<u64>,
+        rdr: &mut csv::Reader<&[u8]>,
+    ) -> Result<Columns, MatrixError> {
+        let headers = rdr
+            .headers()
+            .map_err(|e| error(path, line, None, None, e.to_string()))?;
         if headers.iter().all(|h| h.is_empty()) {
             return Err(error(
                 path,
@@ -237,7 +367,6 @@ impl Columns {
                 "the table is empty: expected a header row and at least one cell".into(),
             ));
         }
-        let line = Some(header_line(text));
         let mut index = HashMap::new();
         for (i, h) in headers.iter().enumerate() {
             if !REQUIRED.contains(&h) && !OPTIONAL.contains(&h) {
@@ -278,6 +407,14 @@ impl Columns {
             ));
         }
         Ok(Columns { index })
+    }
+
+    /// The name of the column at `i`.
+    fn name_of(&self, i: usize) -> Option<&str> {
+        self.index
+            .iter()
+            .find(|&(_, &j)| j == i)
+            .map(|(name, _)| name.as_str())
     }
 }
 
@@ -375,7 +512,16 @@ impl Row<'_> {
 
     fn name(&self) -> Result<&str, MatrixError> {
         let name = self.get("name");
-        if valid_slug(name) {
+        if name.len() > MAX_NAME_BYTES {
+            Err(self.error(
+                "name",
+                format!(
+                    "the name is {} characters long; at most {MAX_NAME_BYTES} are allowed, so \
+                     that its result files' names fit the file system: shorten it",
+                    name.len()
+                ),
+            ))
+        } else if valid_slug(name) {
             Ok(name)
         } else {
             Err(self.bad(
@@ -497,17 +643,6 @@ impl Row<'_> {
             None => Ok(()),
         }
     }
-}
-
-/// Line number of the header row (the first line that is neither empty nor a comment).
-fn header_line(text: &str) -> u64 {
-    text.lines()
-        .position(|l| {
-            let t = l.trim();
-            !t.is_empty() && !t.starts_with('#')
-        })
-        .map(|i| i as u64 + 1)
-        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -710,6 +845,157 @@ mod tests {
         let e = load(Path::new("/nonexistent/matrix.csv"), 80.0).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/matrix.csv"), "{e}");
         assert!(e.to_string().contains("O3_MATRIX"), "{e}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_an_error_at_the_line_it_opened() {
+        let text = table(&[
+            "a,m,c,2048,100,8,2,30,1,0.5,u",
+            "b,m,c,2048,100,8,2,30,1,0.5,\"complex refactoring",
+            "c,m,c,2048,100,8,2,30,1,0.5,u",
+            "d,m,c,2048,100,8,2,30,1,0.5,u",
+        ]);
+        let e = p(&text).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().starts_with("invalid matrix m.csv:4"), "{e}");
+        assert!(e.message.contains("never closed"), "{e}");
+        // In the middle of a row too, and in the header.
+        let e = p(&table(&[
+            "a,\"m,c,2048,100,8,2,30,1,0.5,u",
+            "b,m,c,2048,100,8,2,30,1,0.5,u",
+        ]))
+        .unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("never closed"), "{e}");
+        let e = p("# c\n\n\"name,model\na,m\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+    }
+
+    #[test]
+    fn a_value_spanning_lines_is_an_error_at_the_line_its_quote_opened() {
+        // Two stray quotes would otherwise swallow the row between them into one value.
+        let text = table(&[
+            "a,m,c,2048,100,8,2,30,1,0.5,\"u",
+            "b,m,c,2048,100,8,2,30,1,0.5,u",
+            "c,m,c,2048,100,8,2,30,1,0.5,u\"",
+        ]);
+        let e = p(&text).unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(e.column.as_deref(), Some("use_case"), "{e}");
+        assert!(e.message.contains("no value may span lines"), "{e}");
+    }
+
+    /// Blank lines, comment lines, quoted values (with commas, escaped quotes, a `#`), CRLF
+    /// line ends and whitespace before a bad row: the error names the bad row's real line.
+    #[rstest]
+    #[case("\n\n", 5)]
+    #[case("# one\n# two\n\n# three\n", 7)]
+    #[case("a,m,c,2048,100,8,2,30,1,0.5,\"x, \"\"y\"\", #z\"\n\n", 5)]
+    #[case("a,m,c,2048,100,8,2,30,1,0.5,u\r\n\r\n# c\r\n", 6)]
+    #[case("\n  # indented comment is a row of one field\n", 4)]
+    fn errors_name_the_real_line(#[case] before: &str, #[case] line: u64) {
+        let text = format!(
+            "# c\n{HEADER}\n{before}z,m,c,abc,100,8,2,30,1,0.5,u\nw,m,c,2048,100,8,2,30,1,0.5,u\n"
+        );
+        let e = p(&text).unwrap_err();
+        assert_eq!(e.line, Some(line), "{e}\n{text}");
+    }
+
+    #[test]
+    fn good_rows_after_comments_have_their_real_line_as_source() {
+        let text = format!(
+            "\n# c\n\n{HEADER}\n\n# c\na,m,c,2048,100,8,2,30,1,0.5,\"q, \"\"x\"\"\"\n\nb,m,c,2048,100,8,2,30,1,0.5,u\n"
+        );
+        let cells = p(&text).unwrap();
+        let sources: Vec<&str> = cells.iter().map(|c| c.source.as_str()).collect();
+        assert_eq!(sources, ["m.csv:7", "m.csv:9"]);
+        assert_eq!(cells[0].use_case, "q, \"x\"");
+    }
+
+    /// The layout splits records where the csv reader does, on tables made of every awkward
+    /// piece the scanner handles (a deterministic sample, every combination of 3 pieces).
+    #[test]
+    fn the_layout_agrees_with_the_csv_reader() {
+        let pieces = [
+            "a,b\n",
+            "\n",
+            "# c,\"\n",
+            "\"q\",b\n",
+            "\"q\"\"r\",b\n",
+            "x\"y,b\n",
+            "a,b\r\n",
+            "\r\n",
+            " #a,b\n",
+            "\"\",\"\"\n",
+            "a,\"b\nc\"\n",
+        ];
+        for i in 0..pieces.len() {
+            for j in 0..pieces.len() {
+                for k in 0..pieces.len() {
+                    let text = format!("h,h2\n{}{}{}", pieces[i], pieces[j], pieces[k]);
+                    let layout = Layout::scan(text.as_bytes());
+                    assert_eq!(layout.unclosed_quote, None, "{text:?}");
+                    let mut rdr = csv::ReaderBuilder::new()
+                        .comment(Some(b'#'))
+                        .flexible(true)
+                        .from_reader(text.as_bytes());
+                    let records = rdr.records().count() + 1;
+                    assert_eq!(layout.record_lines.len(), records, "{text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_utf8_names_the_line_and_byte() {
+        let mut bytes = table(&["a,m,c,2048,100,8,2,30,1,0.5,u"]).into_bytes();
+        bytes.extend_from_slice(b"b,m,c,2048,100,8,2,30,1,0.5,caf\xe9\n");
+        let e = utf8(Path::new("m.csv"), &bytes).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("not UTF-8: byte 32 of the line"), "{e}");
+        assert!(e.message.contains("0xe9"), "{e}");
+        let dir = std::env::temp_dir().join(format!("o3-matrix-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("latin1.csv");
+        std::fs::write(&file, &bytes).unwrap();
+        let e = load(&file, 80.0).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("invalid matrix {}:4", file.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_are_limited_so_their_files_can_be_written() {
+        let long = "a".repeat(MAX_NAME_BYTES + 1);
+        let e = p(&table(&[&format!("{long},m,c,2048,100,8,2,30,1,0.5,u")])).unwrap_err();
+        assert_eq!(e.column.as_deref(), Some("name"), "{e}");
+        assert!(e.message.contains("at most 64"), "{e}");
+        let e = p(&table(&[&format!(
+            "{},m,c,2048,100,8,2,30,1,0.5,u",
+            "a".repeat(300)
+        )]))
+        .unwrap_err();
+        assert!(e.message.contains("300 characters"), "{e}");
+        // The longest allowed name's worst file name fits, and can be written.
+        let name = "a".repeat(MAX_NAME_BYTES);
+        let probe = format!(
+            "{name}::opt::ctx_{}_t{}_b{}_r{}",
+            u32::MAX,
+            u32::MAX,
+            u32::MAX,
+            u32::MAX
+        );
+        let file = crate::rundir::cell_file_name(&probe);
+        let tmp = format!(".{file}.{}.tmp", 4_194_304);
+        assert!(tmp.len() <= 255, "{} bytes", tmp.len());
+        assert_eq!(tmp.len(), MAX_NAME_BYTES + 75);
+        let dir = std::env::temp_dir().join(format!("o3-matrix-long-{}", std::process::id()));
+        crate::rundir::write_atomic(&dir.join(&file), b"{}").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(p(&table(&[&format!("{name},m,c,2048,100,8,2,30,1,0.5,u")])).is_ok());
     }
 
     #[test]

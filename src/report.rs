@@ -22,7 +22,7 @@ use crate::output::{self, Output, OutputFile, WriteError};
 use crate::results::{
     CellResult, CellSpec, Fidelity, Host, StabilityBreakdown, StopReason, Verdict,
 };
-use crate::rundir::{RunDir, StoreError, load_json_dir};
+use crate::rundir::{RunDir, StoreError, Unreadable, read_json_dir};
 use crate::stats::Summary;
 
 pub use self::csv_report::{COLUMNS as CSV_COLUMNS, CsvReport};
@@ -81,6 +81,9 @@ pub fn writers() -> [&'static dyn Output<Report>; 3] {
 /// Rebuilds every report file of the run from its cell results; returns the paths written.
 ///
 /// A run directory without cells is not an error: the reports then say that there are no cells.
+/// A file of `cells/` or of the optimizer's records that cannot be read (a foreign or old-format
+/// file) does not stop the reports: it is left out and listed in [`Report::files_not_read`]
+/// with the reason, which every report shows.
 pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
     if !run.root().is_dir() {
         return Err(ReportError::NoRunDir {
@@ -91,17 +94,32 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         run_dir: run.root().to_path_buf(),
         source,
     };
-    let cells = run.read_cells().map_err(read_error)?;
-    let mut report = aggregate(&cells);
+    let cells = run.read_cells_lenient().map_err(read_error)?;
+    let mut report = aggregate(&cells.items);
     // Configurations the optimizer recommends (`cargo test --test optimize`) are marked.
-    let records: Vec<crate::optimize::record::SearchRecord> =
-        load_json_dir(&run.records_dir()).map_err(read_error)?;
+    let records = read_json_dir::<crate::optimize::record::SearchRecord>(&run.records_dir())
+        .map_err(read_error)?;
     let targets: Vec<String> = records
+        .items
         .iter()
         .filter_map(|r| r.recommended.as_ref())
         .flat_map(|rec| std::iter::once(rec.test_name.clone()).chain(rec.matrix_test_name.clone()))
         .collect();
     mark_targets(&mut report, &targets);
+    report.files_not_read = cells
+        .unreadable
+        .into_iter()
+        .chain(records.unreadable)
+        .map(|u| Unreadable {
+            // Relative to the run directory, so the same files give the same bytes anywhere.
+            path: u
+                .path
+                .strip_prefix(run.root())
+                .map(|p| p.to_path_buf())
+                .unwrap_or(u.path),
+            why: u.why,
+        })
+        .collect();
     Ok(output::write_all(run.root(), &writers(), &report)?)
 }
 
@@ -144,6 +162,11 @@ pub struct Report {
     pub models: Vec<ModelInfo>,
     /// What every metric means (the "Metric definitions" section of the Markdown).
     pub definitions: Vec<Definition>,
+    /// Files of the run directory the report could not read and left out (paths relative to
+    /// the run directory), with why: a foreign or old-format file in `cells/` or among the
+    /// optimizer's records. Absent from the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files_not_read: Vec<Unreadable>,
 }
 
 /// Number of cells per verdict.
@@ -334,10 +357,10 @@ pub fn aggregate(cells: &[CellResult]) -> Report {
                 models.last_mut().expect("just pushed")
             }
         };
-        if let Some(d) = &m.model_digest {
-            if !info.digests.contains(d) {
-                info.digests.push(d.clone());
-            }
+        if let Some(d) = &m.model_digest
+            && !info.digests.contains(d)
+        {
+            info.digests.push(d.clone());
         }
         info.quantization = info.quantization.take().or_else(|| m.quantization.clone());
         info.parameter_size = info
@@ -380,6 +403,7 @@ pub fn aggregate(cells: &[CellResult]) -> Report {
         last_started_at,
         models,
         definitions: definitions(),
+        files_not_read: Vec::new(),
     }
 }
 

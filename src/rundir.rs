@@ -106,11 +106,22 @@ impl RunDir {
         self.cells_dir().join(cell_file_name(test_name))
     }
 
-    /// Every cell result of the run, sorted by test name.
+    /// Every cell result of the run, sorted by test name; a file that cannot be read is an
+    /// error naming it.
     pub fn read_cells(&self) -> Result<Vec<CellResult>, StoreError> {
         let mut cells: Vec<CellResult> = load_json_dir(&self.cells_dir())?;
         cells.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
         Ok(cells)
+    }
+
+    /// Every readable cell result of the run, sorted by test name, and the files of `cells/`
+    /// that could not be read (foreign or old-format files) with their errors.
+    pub fn read_cells_lenient(&self) -> Result<DirContents<CellResult>, StoreError> {
+        let mut contents: DirContents<CellResult> = read_json_dir(&self.cells_dir())?;
+        contents
+            .items
+            .sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
+        Ok(contents)
     }
 
     /// The cached engine figures of a benchmark key: `engine/<key>.json`.
@@ -210,12 +221,64 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
     })
 }
 
-/// Loads every `*.json` file of `dir` (temporary files, whose names start with `.`, are left
-/// out), in file-name order. A missing directory holds nothing.
+/// A file of a directory that could not be read as the expected JSON: its path and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unreadable {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it could not be read (the read or parse error).
+    pub why: String,
+}
+
+/// What [`read_json_dir`] found: the files it parsed and the ones it could not read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirContents<T> {
+    /// The parsed files, in file-name order.
+    pub items: Vec<T>,
+    /// The files that could not be read or parsed, in file-name order, with their errors.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// Reads every `*.json` file of `dir` (temporary files, whose names start with `.`, are left
+/// out), in file-name order, keeping going past a file that cannot be read or parsed: such files
+/// are returned in [`DirContents::unreadable`] with their errors, so one foreign or old-format
+/// file does not hide the others. A missing directory holds nothing; a directory that cannot be
+/// listed is an error.
+pub fn read_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<DirContents<T>, StoreError> {
+    let (items, errors) = scan_json_dir(dir)?;
+    let unreadable = errors
+        .into_iter()
+        .map(|e| match e {
+            StoreError::Read { path, source } | StoreError::Write { path, source } => Unreadable {
+                path,
+                why: source.to_string(),
+            },
+            StoreError::Parse { path, source } => Unreadable {
+                path,
+                why: source.to_string(),
+            },
+        })
+        .collect();
+    Ok(DirContents { items, unreadable })
+}
+
+/// Loads every `*.json` file of `dir` like [`read_json_dir`], but the first file that cannot
+/// be read or parsed is an error naming it (for callers that must not go on without it).
 pub fn load_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StoreError> {
+    let (items, errors) = scan_json_dir(dir)?;
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(items),
+    }
+}
+
+/// The one reader of a directory of JSON files: the parsed files and the errors of the others,
+/// both in file-name order.
+#[allow(clippy::type_complexity)]
+fn scan_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<(Vec<T>, Vec<StoreError>), StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(source) => {
             return Err(StoreError::Read {
                 path: dir.to_path_buf(),
@@ -236,7 +299,15 @@ pub fn load_json_dir<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>, StoreErr
         }
     }
     paths.sort();
-    paths.iter().map(|p| load_json(p)).collect()
+    let mut items = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match load_json(&path) {
+            Ok(item) => items.push(item),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((items, errors))
 }
 
 /// Points `<results_dir>/latest` at `run_id` (a relative symlink, replaced atomically).
@@ -326,6 +397,37 @@ mod tests {
         assert!(err.to_string().contains("d.json"), "{err}");
         let missing: Vec<Vec<i32>> = load_json_dir(&dir.join("nothing")).unwrap();
         assert!(missing.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_lenient_reader_keeps_the_good_files_and_names_the_bad_ones() {
+        let dir = temp("lenient");
+        save_json(&dir.join("a.json"), &vec![1]).unwrap();
+        fs::write(dir.join("b.json"), "{not json").unwrap();
+        save_json(&dir.join("c.json"), &"a string, not a list").unwrap();
+        save_json(&dir.join("d.json"), &vec![4]).unwrap();
+        let got: DirContents<Vec<i32>> = read_json_dir(&dir).unwrap();
+        assert_eq!(got.items, vec![vec![1], vec![4]]);
+        let bad: Vec<(String, &str)> = got
+            .unreadable
+            .iter()
+            .map(|u| {
+                let name = u.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, u.why.as_str())
+            })
+            .collect();
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!(bad[0].0, "b.json");
+        assert!(bad[0].1.contains("line 1"), "{bad:?}");
+        assert_eq!(bad[1].0, "c.json");
+        assert!(bad[1].1.contains("invalid type"), "{bad:?}");
+        // The strict reader stops at the first bad file, named.
+        let err = load_json_dir::<Vec<i32>>(&dir).unwrap_err();
+        assert!(err.to_string().contains("b.json"), "{err}");
+        // A directory that cannot be listed is an error, not an empty run.
+        let file = dir.join("a.json");
+        assert!(read_json_dir::<Vec<i32>>(&file).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

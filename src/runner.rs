@@ -91,12 +91,31 @@ pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellR
     let path = env.run_dir.cell_path(&spec.test_name);
     match save_json(&path, &result) {
         Ok(()) => progress(spec, &format!("result written to {}", path.display())),
-        Err(e) => progress(spec, &format!("warning: {e}")),
+        Err(e) => unsaved_result(spec, e),
     }
     if let Err(e) = report::build(&env.run_dir) {
         progress(spec, &format!("warning: reports not rebuilt: {e}"));
     }
     result
+}
+
+// --- A result that cannot be written (issue 7): the test fails with the path and the cause ---
+
+std::thread_local! {
+    /// The result files this thread could not write, since [`take_unsaved_results`] last ran.
+    static UNSAVED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn unsaved_result(spec: &CellSpec, e: crate::rundir::StoreError) {
+    progress(spec, &format!("error: the result was not written: {e}"));
+    UNSAVED.with(|u| u.borrow_mut().push(e.to_string()));
+}
+
+/// The result files [`run_cell_with`] could not write on this thread since the last call, each
+/// as "failed to write `<path>`: `<cause>`", and forgets them. The test harness
+/// ([`crate::harness::main`]) fails a test for which this is not empty, whatever its verdict.
+pub fn take_unsaved_results() -> Vec<String> {
+    UNSAVED.with(|u| std::mem::take(&mut *u.borrow_mut()))
 }
 
 fn progress(spec: &CellSpec, msg: &str) {

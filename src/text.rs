@@ -41,7 +41,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -88,7 +88,7 @@ pub(crate) fn mean_interval(s: Option<&Summary>, decimals: usize) -> String {
 
 /// `num_ctx` as a label: multiples of 1024 as `64K`, anything else as a plain number.
 pub(crate) fn ctx_label(num_ctx: u32) -> String {
-    if num_ctx >= 1024 && num_ctx % 1024 == 0 {
+    if num_ctx >= 1024 && num_ctx.is_multiple_of(1024) {
         format!("{}K", num_ctx / 1024)
     } else {
         thousands(u64::from(num_ctx))

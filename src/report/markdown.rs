@@ -23,6 +23,7 @@ impl ReportWriter for MarkdownReport {
         let mut o = String::new();
         out!(o, "# Performance matrix");
         out!(o);
+        files_not_read(&mut o, report);
         if report.rows.is_empty() {
             out!(
                 o,
@@ -41,6 +42,28 @@ impl ReportWriter for MarkdownReport {
         definitions(&mut o, report);
         o
     }
+}
+
+/// The files the report left out because they could not be read, with why.
+fn files_not_read(o: &mut String, r: &Report) {
+    if r.files_not_read.is_empty() {
+        return;
+    }
+    out!(
+        o,
+        "**{} file(s) not read** (left out of this report; move or delete them, or rerun their cells):",
+        r.files_not_read.len()
+    );
+    out!(o);
+    for f in &r.files_not_read {
+        out!(
+            o,
+            "- files not read: {}: {}",
+            code(&f.path.display().to_string()),
+            f.why
+        );
+    }
+    out!(o);
 }
 
 fn code(text: &str) -> String {

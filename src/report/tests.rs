@@ -391,18 +391,78 @@ fn build_writes_atomically_and_leaves_no_temporary_files() {
 }
 
 #[test]
-fn build_reports_a_missing_run_dir_and_a_broken_cell_with_paths() {
+fn build_reports_a_missing_run_dir_with_its_path() {
     let missing = std::env::temp_dir().join(format!("o3-report-nope-{}", std::process::id()));
     let err = build(&RunDir::at(&missing)).unwrap_err();
     assert!(matches!(err, ReportError::NoRunDir { .. }));
     assert!(err.to_string().contains(&missing.display().to_string()));
+}
 
+/// One foreign, one old-format cell file and one broken optimizer record do not stop the
+/// reports: the readable cells are reported, and every report names the files left out.
+#[test]
+fn build_skips_unreadable_files_and_names_them() {
     let run = temp_run("broken");
-    fs::create_dir_all(run.cells_dir()).unwrap();
+    save_cell(&run, &cell("m", "m", 64, Verdict::Pass));
+    save_cell(&run, &cell("m", "m", 128, Verdict::Fail));
     fs::write(run.cells_dir().join("bad.json"), "{not json").unwrap();
-    let err = build(&run).unwrap_err();
-    assert!(matches!(err, ReportError::ReadCells { .. }));
-    assert!(err.to_string().contains("bad.json"), "{err}");
+    fs::write(
+        run.cells_dir().join("old.json"),
+        r#"{"format_version": 0, "name": "m", "ttft": 1.0}"#,
+    )
+    .unwrap();
+    fs::create_dir_all(run.records_dir()).unwrap();
+    fs::write(run.records_dir().join("m.json"), "[1, 2]").unwrap();
+    let paths = build(&run).unwrap();
+
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&paths[0]).unwrap()).unwrap();
+    assert_eq!(json["generated_from_cells"], 2);
+    let skipped: Vec<&str> = json["files_not_read"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "cells/bad.json",
+            "cells/old.json",
+            "comparative_analysis/optimize/m.json"
+        ]
+    );
+    assert!(
+        json["files_not_read"][1]["why"]
+            .as_str()
+            .unwrap()
+            .contains("missing field"),
+        "{json}"
+    );
+    let md = fs::read_to_string(&paths[2]).unwrap();
+    assert!(md.contains("2 cells: 1 PASS"), "{md}");
+    assert!(md.contains("**3 file(s) not read**"), "{md}");
+    assert!(
+        md.contains("- files not read: `cells/bad.json`: key must be a string"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- files not read: `comparative_analysis/optimize/m.json`: invalid type"),
+        "{md}"
+    );
+    let csv = fs::read_to_string(&paths[1]).unwrap();
+    assert_eq!(csv.lines().count(), 3, "both readable cells: {csv}");
+    fs::remove_dir_all(run.root()).unwrap();
+}
+
+#[test]
+fn a_report_without_unreadable_files_does_not_mention_them() {
+    let run = temp_run("clean");
+    save_cell(&run, &cell("m", "m", 64, Verdict::Pass));
+    let paths = build(&run).unwrap();
+    let json = fs::read_to_string(&paths[0]).unwrap();
+    assert!(!json.contains("files_not_read"), "{json}");
+    assert!(!fs::read_to_string(&paths[2]).unwrap().contains("not read"));
     fs::remove_dir_all(run.root()).unwrap();
 }
 
