@@ -112,8 +112,18 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
         );
     }
     let plan = ModelPlan::new(rows, cap, max_threads);
-    let existing = match env.run_dir.read_cells() {
-        Ok(c) => c,
+    // Earlier probes to resume from; a file that cannot be read is named and left out.
+    let existing = match env.run_dir.read_cells_lenient() {
+        Ok(c) => {
+            for u in &c.unreadable {
+                eprintln!(
+                    "[{tag}] warning: not resuming from {}: {}",
+                    u.path.display(),
+                    u.why
+                );
+            }
+            c.items
+        }
         Err(e) => {
             eprintln!("[{tag}] warning: cannot read earlier probes, starting afresh: {e}");
             Vec::new()

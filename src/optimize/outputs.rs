@@ -29,7 +29,7 @@ pub use self::preset::{
     PresetServer, preset, preset_stem, render_modelfile, render_preset,
 };
 pub use self::recommendations::{Recommendations, USE_CASES, render_recommendations};
-use super::record::{SearchRecord, read_records};
+use super::record::SearchRecord;
 use crate::output::{self, Output, OutputFile};
 use crate::rundir::RunDir;
 
@@ -80,11 +80,25 @@ pub enum OutputError {
 
 /// Rebuilds every output from the run's search records; returns the paths written.
 pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, OutputError> {
-    let records = read_records(run).map_err(|source| OutputError::Read {
-        run_dir: run.root().to_path_buf(),
-        source,
-    })?;
-    Ok(output::write_all(run.root(), &writers(), &records[..])?)
+    // A record that cannot be read is named and left out, like a bad cell file in the reports.
+    let mut records: crate::rundir::DirContents<SearchRecord> =
+        crate::rundir::read_json_dir(&run.records_dir()).map_err(|source| OutputError::Read {
+            run_dir: run.root().to_path_buf(),
+            source,
+        })?;
+    for u in &records.unreadable {
+        eprintln!(
+            "warning: optimizer record {} not read: {}",
+            u.path.display(),
+            u.why
+        );
+    }
+    records.items.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(output::write_all(
+        run.root(),
+        &writers(),
+        &records.items[..],
+    )?)
 }
 
 /// `url` without its userinfo (`user:password@`), as it may be written into files.

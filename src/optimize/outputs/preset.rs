@@ -62,7 +62,7 @@ pub struct PresetFigures {
     pub decode_tps: Option<Interval>,
     /// Stability score (0–1).
     pub stability: f64,
-    /// What the stability score means (its scale and formula, from [`stability::FORMULA`]).
+    /// What the stability score means (its scale and formula, from [`stability::formula`]).
     pub stability_scale: String,
 }
 
