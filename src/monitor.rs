@@ -668,7 +668,7 @@ impl Monitor {
         self.cpu_mark()
     }
 
-    /// Who used the CPU since `mark` ([`cpu::usage`]): the tree read now is the server, its
+    /// Who used the CPU since `mark` (`cpu::usage`): the tree read now is the server, its
     /// runners now and every process of the mark still alive.
     pub fn cpu_since(&self, mark: &CpuSnapshot) -> Option<CpuUsage> {
         let server = self.server_pid()?;
