@@ -45,6 +45,16 @@ pub struct Retried {
     pub status: u16,
 }
 
+impl Retried {
+    /// Counts one more retry after `status`, waiting `wait`, into `retried`.
+    fn count(retried: &mut Option<Retried>, status: u16, wait: Duration) {
+        let r = retried.get_or_insert_with(Retried::default);
+        r.retries += 1;
+        r.waited_s += wait.as_secs_f64();
+        r.status = status;
+    }
+}
+
 impl std::fmt::Display for Retried {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -620,10 +630,7 @@ impl OllamaClient {
             let mut message = message_of(&text);
             match retry_decision(status, wait, attempt, start.elapsed(), budget) {
                 Ok(wait) => {
-                    let r = retried.get_or_insert_with(Retried::default);
-                    r.retries += 1;
-                    r.waited_s += wait.as_secs_f64();
-                    r.status = status;
+                    Retried::count(&mut retried, status, wait);
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -804,10 +811,7 @@ impl OllamaClient {
                     self.first_chunk_timeout,
                 ) {
                     Ok(wait) => {
-                        let r = retried.get_or_insert_with(Retried::default);
-                        r.retries += 1;
-                        r.waited_s += wait.as_secs_f64();
-                        r.status = status;
+                        Retried::count(&mut retried, status, wait);
                         tokio::time::sleep(wait).await;
                         continue;
                     }
