@@ -1,4 +1,4 @@
-//! What every `harness = false` test target shares: the run environment, the cannot-run rule
+//! What every `harness = false` test target shares: the run environment (from [`crate::rundir`]), the cannot-run rule
 //! and one `main`.
 //!
 //! A target is a table and a per-row function: it hands [`main`] a closure that reads its table
@@ -9,66 +9,15 @@
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::config::Config;
-use crate::date;
 use crate::lock::{self, Holder, Lock};
 use crate::results::{CellResult, Verdict};
-use crate::rundir::RunDir;
 use crate::runner;
 
-/// Where a run's files go, and the configuration it runs with.
-#[derive(Debug, Clone)]
-pub struct RunEnv {
-    /// Configuration.
-    pub config: Config,
-    /// `<results_dir>/<run_id>`.
-    pub run_dir: RunDir,
-    /// The run id (directory name).
-    pub run_id: String,
-}
-
-impl RunEnv {
-    /// Resolves the run id (`O3_RUN_ID`, else nextest's `NEXTEST_RUN_ID` so that every test
-    /// process of one nextest run shares a directory, else a timestamp and the process id),
-    /// creates the run directory and points `<results_dir>/latest` at it.
-    pub fn new(config: Config) -> std::io::Result<RunEnv> {
-        let run_id = run_id(&config);
-        RunEnv::with_run_id(config, run_id)
-    }
-
-    /// Creates the run directory of `run_id` and points `<results_dir>/latest` at it.
-    pub fn with_run_id(config: Config, run_id: String) -> std::io::Result<RunEnv> {
-        let run_dir = RunDir::create(&config.results_dir, &run_id)?;
-        Ok(RunEnv {
-            config,
-            run_dir,
-            run_id,
-        })
-    }
-}
-
-/// The run id: `O3_RUN_ID`, else nextest's `NEXTEST_RUN_ID`, else a timestamp and the process id.
-pub fn run_id(config: &Config) -> String {
-    config
-        .run_id
-        .clone()
-        .or_else(|| {
-            std::env::var("NEXTEST_RUN_ID")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| {
-            format!(
-                "{}-{}",
-                date::compact(SystemTime::now()),
-                std::process::id()
-            )
-        })
-}
+pub use crate::rundir::{RunEnv, run_id};
 
 /// The run environment of a test process, created on first use.
 pub type SharedEnv = Arc<OnceLock<Result<RunEnv, String>>>;

@@ -17,10 +17,13 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::config::Config;
+use crate::date;
 use crate::results::CellResult;
 
 /// Directory of the cell results.
@@ -153,6 +156,56 @@ impl RunDir {
     pub fn integration_dir(&self) -> PathBuf {
         self.reports_dir().join(INTEGRATION_DIR)
     }
+}
+
+/// Where a run's files go, and the configuration it runs with.
+#[derive(Debug, Clone)]
+pub struct RunEnv {
+    /// Configuration.
+    pub config: Config,
+    /// `<results_dir>/<run_id>`.
+    pub run_dir: RunDir,
+    /// The run id (directory name).
+    pub run_id: String,
+}
+
+impl RunEnv {
+    /// Resolves the run id (`O3_RUN_ID`, else nextest's `NEXTEST_RUN_ID` so that every test
+    /// process of one nextest run shares a directory, else a timestamp and the process id),
+    /// creates the run directory and points `<results_dir>/latest` at it.
+    pub fn new(config: Config) -> std::io::Result<RunEnv> {
+        let run_id = run_id(&config);
+        RunEnv::with_run_id(config, run_id)
+    }
+
+    /// Creates the run directory of `run_id` and points `<results_dir>/latest` at it.
+    pub fn with_run_id(config: Config, run_id: String) -> std::io::Result<RunEnv> {
+        let run_dir = RunDir::create(&config.results_dir, &run_id)?;
+        Ok(RunEnv {
+            config,
+            run_dir,
+            run_id,
+        })
+    }
+}
+
+/// The run id: `O3_RUN_ID`, else nextest's `NEXTEST_RUN_ID`, else a timestamp and the process id.
+pub fn run_id(config: &Config) -> String {
+    config
+        .run_id
+        .clone()
+        .or_else(|| {
+            std::env::var("NEXTEST_RUN_ID")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                date::compact(SystemTime::now()),
+                std::process::id()
+            )
+        })
 }
 
 /// File name of a cell's result: the test name with `::` turned into `__`, and anything but

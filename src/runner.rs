@@ -13,7 +13,6 @@ use crate::backend::{
 use crate::config::Config;
 use crate::date::rfc3339;
 use crate::gates::{self, CellFacts, Judgement};
-use crate::harness::RunEnv;
 use crate::measure::{self, TrialPlan};
 use crate::monitor::{self, Monitor, MonitorConfig};
 use crate::preflight::{ModelFacts, preflight};
@@ -21,7 +20,7 @@ use crate::results::{
     CellResult, CellSpec, FORMAT_VERSION, Fidelity, FidelityKind, HARNESS_VERSION, HardwareSummary,
     RunMetadata, StopReason, TrialKind, TrialRecord, summarize_trials,
 };
-use crate::rundir::save_json;
+use crate::rundir::{RunEnv, save_json};
 use crate::{report, stability, workload};
 
 /// The tokio runtime shared by every cell of a test process (libtest-mimic trials are

@@ -10,9 +10,9 @@ use super::search::{SearchInput, run_search};
 use super::{MEMORY_SAFETY, OptConfig, Prober, optimize_test_name, outputs};
 use crate::backend::OllamaClient;
 use crate::date::rfc3339;
-use crate::harness::RunEnv;
 use crate::preflight::{ModelFacts, preflight};
 use crate::results::{CellResult, CellSpec};
+use crate::rundir::RunEnv;
 use crate::runner::{CellOptions, RUNTIME, run_cell_with};
 use crate::{monitor, report};
 
