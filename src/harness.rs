@@ -1,5 +1,5 @@
-//! What every `harness = false` test target shares: the run environment (from [`crate::rundir`]), the cannot-run rule
-//! and one `main`.
+//! What every `harness = false` test target shares: the run environment (from
+//! [`crate::rundir`]), the cannot-run rule and one `main`.
 //!
 //! A target is a table and a per-row function: it hands [`main`] a closure that reads its table
 //! into [`Test`]s (name, whether statically ignored, the function that runs the row), and
