@@ -9,6 +9,7 @@ mod keepalive;
 mod models;
 mod runner;
 mod sched;
+mod template;
 mod util;
 
 use std::sync::Arc;

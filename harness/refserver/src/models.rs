@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::gguf::{self, Gguf, Value};
 use crate::log;
+use crate::template::Template;
 
 /// Arrays longer than this are shown as `[]` in `/api/show` (as Ollama does without `verbose`).
 pub const SHOW_MAX_ARRAY: usize = 5;
@@ -34,6 +35,9 @@ pub struct ModelEntry {
     /// `<arch>.context_length`, the trained context (0 when unknown).
     pub trained_ctx: u32,
     pub chat_template: Option<String>,
+    /// How its chat prompts are rendered: Ollama's library template for the names this server
+    /// knows, else the GGUF's own.
+    pub template: Template,
 }
 
 impl ModelEntry {
@@ -77,6 +81,7 @@ impl ModelEntry {
             details,
             trained_ctx,
             chat_template,
+            template: Template::for_model(name),
         })
     }
 

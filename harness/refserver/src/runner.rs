@@ -50,16 +50,49 @@ impl LoadOpts {
         }
     }
 
-    pub fn args(&self) -> Vec<String> {
-        let mut a = vec!["-c".to_string(), self.num_ctx.to_string()];
+    /// llama-server's arguments after `--model P --host 127.0.0.1 --port N`, as Ollama v0.33
+    /// builds them for a CPU-only load (ollama/ollama `llm/llama_server.go` `startLlamaServer`
+    /// and its `append*Args` helpers), in its order:
+    /// - `--no-webui --offline -c <num_ctx> -np 1`: one slot of `num_ctx` tokens
+    ///   (`OLLAMA_NUM_PARALLEL` defaults to 1);
+    /// - `--log-verbosity 4 --no-log-prefix --no-log-timestamps` (`appendLlamaServerLogArgs`;
+    ///   the "buffer size" lines `/api/ps` needs are printed at that verbosity);
+    /// - `--no-jinja --chat-template chatml` when the server renders the prompt itself
+    ///   (`appendJinjaArgs` for Go-template models: the GGUF template is never used);
+    /// - `--load-mode none`: no mmap (`disableMmapDefaultReason` returns "cpu" on a CPU-only host);
+    /// - `--flash-attn auto`; `-b <num_batch> -ub <num_batch>` (`appendBatchArgs`); `-t` only
+    ///   when `num_thread` is set;
+    /// - `--context-shift --keep 4` (`appendContextShiftArgs`: shift on, `num_keep` 4).
+    ///
+    /// No `--cache-ram`, `--cache-reuse`, `--swa-full` or `--ctx-checkpoints`: Ollama leaves
+    /// llama-server's defaults (host prompt cache 8192 MiB, no chunk reuse, SWA cache of the
+    /// window only, 32 checkpoints per slot; `common/common.h`).
+    pub fn args(&self, own_template: bool) -> Vec<String> {
+        let mut a: Vec<String> = ["--no-webui", "--offline", "-c"].map(String::from).to_vec();
+        a.push(self.num_ctx.to_string());
+        a.extend(
+            [
+                "-np",
+                "1",
+                "--log-verbosity",
+                "4",
+                "--no-log-prefix",
+                "--no-log-timestamps",
+            ]
+            .map(String::from),
+        );
+        if own_template {
+            a.extend(["--no-jinja", "--chat-template", "chatml"].map(String::from));
+        }
+        a.extend(["--load-mode", "none", "--flash-attn", "auto", "-b"].map(String::from));
+        a.push(self.num_batch.to_string());
+        a.push("-ub".into());
+        a.push(self.num_batch.to_string());
         if self.num_thread > 0 {
             a.push("-t".into());
             a.push(self.num_thread.to_string());
         }
-        a.push("-b".into());
-        a.push(self.num_batch.to_string());
-        a.push("-ub".into());
-        a.push(self.num_batch.min(512).to_string());
+        a.extend(["--context-shift", "--keep", "4"].map(String::from));
         a
     }
 }
@@ -225,6 +258,8 @@ pub struct SpawnSpec<'a> {
     pub log_path: PathBuf,
     pub load_timeout: Duration,
     pub extra_args: &'a [String],
+    /// The server renders this model's prompts itself (see [`LoadOpts::args`]).
+    pub own_template: bool,
 }
 
 /// A running llama-server child.
@@ -280,13 +315,7 @@ impl Runner {
             "--port".into(),
             port.to_string(),
         ];
-        args.extend(spec.opts.args());
-        args.extend(
-            // -lv 4 (as Ollama passes) makes llama.cpp print the "buffer size" lines /api/ps needs.
-            ["-np", "1", "--cache-ram", "0", "--no-webui", "-lv", "4"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
+        args.extend(spec.opts.args(spec.own_template));
         args.extend(spec.extra_args.iter().cloned());
         let mut cmd = Command::new(spec.llama_server);
         cmd.args(&args)
@@ -494,12 +523,22 @@ mod tests {
                 num_thread: 0
             }
         );
-        assert_eq!(o.args(), ["-c", "4096", "-b", "512", "-ub", "512"]);
+        let tail = "-np 1 --log-verbosity 4 --no-log-prefix --no-log-timestamps";
+        assert_eq!(
+            o.args(false).join(" "),
+            format!(
+                "--no-webui --offline -c 4096 {tail} --load-mode none --flash-attn auto \
+                 -b 512 -ub 512 --context-shift --keep 4"
+            )
+        );
         let o = LoadOpts::resolve(Some(100_000), Some(1024), Some(2), 8192);
         assert_eq!(o.num_ctx, 8192);
         assert_eq!(
-            o.args(),
-            ["-c", "8192", "-t", "2", "-b", "1024", "-ub", "512"]
+            o.args(true).join(" "),
+            format!(
+                "--no-webui --offline -c 8192 {tail} --no-jinja --chat-template chatml \
+                 --load-mode none --flash-attn auto -b 1024 -ub 1024 -t 2 --context-shift --keep 4"
+            )
         );
         assert_eq!(LoadOpts::resolve(Some(1), None, None, 0).num_ctx, 4);
         assert_eq!(LoadOpts::resolve(Some(0), Some(-5), None, 0).num_batch, 512);

@@ -12,6 +12,7 @@ use crate::keepalive::KeepAlive;
 use crate::log;
 use crate::models::ModelEntry;
 use crate::runner::{LoadOpts, Runner, RunnerError, SpawnSpec, Spawner, needs_reload};
+use crate::template::Template;
 
 pub struct SchedConfig {
     pub llama_server: PathBuf,
@@ -262,6 +263,7 @@ impl Scheduler {
                     log_path,
                     load_timeout: self.cfg.load_timeout,
                     extra_args: &extra,
+                    own_template: matches!(model.template, Template::Library(_)),
                 },
                 &self.spawner,
                 &self.http,

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use super::history;
 use super::llama::{self, Completion};
 use super::options::{ReqOptions, parse_options};
 use super::stream::{self, Kind, Metrics, Reply, json_response, load_nanos, out_line};
@@ -18,19 +18,16 @@ use crate::log;
 use crate::models::ModelEntry;
 use crate::runner::LoadOpts;
 use crate::sched::Lease;
-
-#[derive(Deserialize, Serialize, Clone)]
-pub(super) struct ChatMessage {
-    pub(super) role: String,
-    #[serde(default)]
-    pub(super) content: String,
-}
+use crate::template::{ChatMessage, Template};
 
 pub(super) enum PromptSource {
     /// Sent verbatim (`raw: true`).
     Raw(String),
-    /// Rendered with the model's chat template by llama-server's `/apply-template`.
-    Messages(Vec<ChatMessage>),
+    /// A generate request's system and prompt, rendered with the model's template.
+    Generate(Vec<ChatMessage>),
+    /// A chat request's messages: cut as Ollama cuts history when they outgrow `num_ctx`
+    /// (unless `truncate: false`), then rendered with the model's template.
+    Chat(Vec<ChatMessage>),
 }
 
 /// The fields generate and chat requests share, as the client sent them.
@@ -81,7 +78,10 @@ impl Job {
     ) -> Result<Job, ApiError> {
         check_think(f.model, f.think)?;
         let keep_alive = KeepAlive::from_json(f.keep_alive).map_err(ApiError::bad)?;
-        let opts = parse_options(f.options).map_err(ApiError::internal)?;
+        let mut opts = parse_options(f.options).map_err(ApiError::internal)?;
+        if let Template::Library(m) = entry.template {
+            opts = opts.or_model_defaults(&m.defaults);
+        }
         Ok(Job {
             kind,
             t0,
@@ -151,7 +151,18 @@ pub(super) async fn run_job(
     let lopts = job.load_opts();
     let lease = job.acquire(st, lopts).await?;
     let reply = job.reply(&lease);
-    let prompt = render_prompt(&st.http, &lease, &job.entry.name, source).await?;
+    let prompt = match source {
+        PromptSource::Raw(p) => p,
+        PromptSource::Generate(msgs) => render(&st.http, &lease, &job.entry, &msgs).await?,
+        PromptSource::Chat(msgs) => {
+            let msgs = if job.truncate {
+                cut_history(&st.http, &lease, &job.entry, msgs, lopts.num_ctx).await?
+            } else {
+                msgs
+            };
+            render(&st.http, &lease, &job.entry, &msgs).await?
+        }
+    };
     let tokens = fit_to_context(&st.http, &lease, &job, &prompt, lopts.num_ctx).await?;
     let body = job.opts.completion_body(&tokens, lopts.num_ctx);
     let run: Completion = llama::completion(&st.http, lease, &body).await?;
@@ -162,18 +173,50 @@ pub(super) async fn run_job(
     }
 }
 
-/// The prompt text: raw as sent, or the messages through the model's chat template. When the
-/// template fails on a live runner, the messages' text joined by newlines, with a WARN.
-async fn render_prompt(
+/// The chat messages that fit in `num_ctx`, cut as [`history::Search`] says, counting with the
+/// runner's tokenizer. A cut is logged (WARN) with its sizes; the reply is unchanged.
+async fn cut_history(
     http: &reqwest::Client,
     lease: &Lease,
-    model: &str,
-    source: PromptSource,
+    entry: &ModelEntry,
+    msgs: Vec<ChatMessage>,
+    num_ctx: u32,
+) -> Result<Vec<ChatMessage>, ApiError> {
+    let total = msgs.len();
+    let mut search = history::Search::new(msgs);
+    while let Some(candidate) = search.candidate() {
+        let prompt = render(http, lease, entry, &candidate).await?;
+        if llama::tokenize(http, lease, &prompt, false).await?.len() <= num_ctx as usize {
+            break;
+        }
+        search.too_long();
+    }
+    let kept = search.finish();
+    if kept.dropped > 0 {
+        log!(
+            "WARN",
+            "truncating input messages which exceed context length: model={} num_ctx={num_ctx} \
+             messages={total} dropped={} kept={} (system messages kept)",
+            entry.name,
+            kept.dropped,
+            kept.messages.len()
+        );
+    }
+    Ok(kept.messages)
+}
+
+/// The prompt for `msgs`: Ollama's library template rendered here, or the GGUF's Jinja template
+/// through the runner's `/apply-template`. When that fails on a live runner, the messages' text
+/// joined by newlines, with a WARN.
+async fn render(
+    http: &reqwest::Client,
+    lease: &Lease,
+    entry: &ModelEntry,
+    msgs: &[ChatMessage],
 ) -> Result<String, ApiError> {
-    let msgs = match source {
-        PromptSource::Raw(p) => return Ok(p),
-        PromptSource::Messages(msgs) => msgs,
-    };
+    if let Template::Library(m) = entry.template {
+        return Ok(m.render(msgs));
+    }
     match llama::post_json(http, lease, "/apply-template", &json!({ "messages": msgs })).await {
         Ok(v) => v
             .get("prompt")
@@ -184,7 +227,8 @@ async fn render_prompt(
         Err(e) => {
             log!(
                 "WARN",
-                "chat template failed for {model} ({}); sending the messages' text as is",
+                "chat template failed for {} ({}); sending the messages' text as is",
+                entry.name,
                 e.message
             );
             Ok(msgs

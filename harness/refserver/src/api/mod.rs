@@ -3,11 +3,13 @@
 //! - `routes`: the router, the request log line and the endpoint handlers;
 //! - `options`: the request `options`, and the load options and sampling parameters they become;
 //! - `job`: one generate or chat request, from the lease on a runner to the completion;
+//! - `history`: cutting a chat history that outgrows `num_ctx`, as Ollama does;
 //! - `llama`: the HTTP calls to a llama-server runner and the events of its SSE stream;
 //! - `stream`: the NDJSON reply lines, streamed or as one object;
 //! - `error`: the `{"error": …}` replies.
 
 mod error;
+mod history;
 mod job;
 mod llama;
 mod options;

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::log;
 use crate::runner::LoadOpts;
+use crate::template::ModelDefaults;
 
 /// The request `options` this server understands.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -94,6 +95,18 @@ fn strings(k: &str, v: &Value) -> Result<Vec<String>, String> {
 }
 
 impl ReqOptions {
+    /// What the request left unset, from the model's Modelfile `PARAMETER`s (Ollama applies
+    /// `api.DefaultOptions()`, then the model's options, then the request's: `server/routes.go`
+    /// `modelOptions`). A request `stop` replaces the model's stops.
+    pub(super) fn or_model_defaults(mut self, d: &ModelDefaults) -> ReqOptions {
+        if self.stop.is_none() && !d.stop.is_empty() {
+            self.stop = Some(d.stop.iter().map(|s| s.to_string()).collect());
+        }
+        self.top_k = self.top_k.or(d.top_k);
+        self.top_p = self.top_p.or(d.top_p);
+        self
+    }
+
     /// The runner's load options (`num_ctx`, `num_batch`, `num_thread`), clamped to the model's
     /// trained context as [`LoadOpts::resolve`] says.
     pub(super) fn load_opts(&self, trained_ctx: u32) -> LoadOpts {
@@ -107,7 +120,10 @@ impl ReqOptions {
     }
 
     /// The streamed `/completion` request for `tokens` with these sampling options, each missing
-    /// one at Ollama's default; a negative `seed` is not sent.
+    /// one at Ollama's default; a negative `seed` is not sent. As Ollama's
+    /// `llamaServerCompletionRequest` (`llm/llama_server.go` `Completion`): `cache_prompt: true`,
+    /// so the runner's one slot reuses the longest common token prefix of the previous prompt
+    /// (`tools/server/server-context.cpp`), and `n_keep` = `num_keep` (default 4; 0 is left out).
     pub(super) fn completion_body(&self, tokens: &[i64], num_ctx: u32) -> Value {
         let mut body = json!({
             "prompt": tokens,
@@ -125,6 +141,10 @@ impl ReqOptions {
             "presence_penalty": self.presence_penalty.unwrap_or(0.0),
             "frequency_penalty": self.frequency_penalty.unwrap_or(0.0),
         });
+        let n_keep = self.num_keep.unwrap_or(4);
+        if n_keep != 0 {
+            body["n_keep"] = json!(n_keep);
+        }
         if let Some(seed) = self.seed.filter(|s| *s >= 0) {
             body["seed"] = json!(seed);
         }
@@ -190,6 +210,10 @@ mod tests {
         assert_eq!(b["n_predict"], 20_480);
         assert_eq!(b["temperature"], 0.0);
         assert_eq!(b["top_k"], 40);
+        assert_eq!(
+            (&b["cache_prompt"], &b["n_keep"]),
+            (&json!(true), &json!(4))
+        );
         assert!(b.get("seed").is_none() && b.get("stop").is_none(), "{b}");
         let o = ReqOptions {
             seed: Some(7),
@@ -199,5 +223,29 @@ mod tests {
         let b = o.completion_body(&[], 4096);
         assert_eq!((&b["seed"], &b["stop"]), (&json!(7), &json!(["x"])));
         assert_eq!(o.keep_tokens(), 4);
+        let o = ReqOptions {
+            num_keep: Some(0),
+            ..ReqOptions::default()
+        };
+        assert!(o.completion_body(&[], 4096).get("n_keep").is_none());
+    }
+
+    #[test]
+    fn model_defaults_under_request_options() {
+        let d = ModelDefaults {
+            stop: &["<end_of_turn>"],
+            top_k: Some(64),
+            top_p: Some(0.95),
+        };
+        let o = ReqOptions::default().or_model_defaults(&d);
+        assert_eq!(o.stop, Some(vec!["<end_of_turn>".to_string()]));
+        assert_eq!((o.top_k, o.top_p), (Some(64), Some(0.95)));
+        let o = ReqOptions {
+            top_k: Some(1),
+            stop: Some(vec!["x".into()]),
+            ..ReqOptions::default()
+        }
+        .or_model_defaults(&d);
+        assert_eq!((o.top_k, o.stop), (Some(1), Some(vec!["x".to_string()])));
     }
 }
