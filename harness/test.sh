@@ -4,8 +4,9 @@
 #   bash harness/test.sh [extra nextest arguments]
 #
 # Sets up everything from scratch when needed (cmake, llama.cpp, the two reference models,
-# cargo-nextest), starts the reference server, runs the whole workspace's tests with
-# O3_REQUIRE_SERVER=1 (a live cell that cannot run fails), and stops the server on exit.
+# cargo-nextest, the Node and Python tools the tests drive the server with), starts the
+# reference server, runs the whole workspace's tests with O3_REQUIRE_SERVER=1 (a live cell that
+# cannot run fails), and stops the server on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -22,6 +23,7 @@ export O3_MATRIX="${O3_MATRIX:-harness/reference.csv}"
 export O3_REQUIRE_SERVER=1
 export O3_REQUIRE_BACKEND=1
 O3_NODE_TOOLS=$(bash harness/setup-node-tools.sh); export O3_NODE_TOOLS  # Continue's schema package (tests/continue_config.rs)
+O3_PY_TOOLS=$(bash harness/setup-python-tools.sh); export O3_PY_TOOLS  # the official Ollama Python client (harness/refserver/tests/ollama_client.rs)
 # The optimizer's live test searches the two small models within a few minutes.
 export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-6}"
 export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-300}"
