@@ -15,6 +15,13 @@ mod support;
 use serde_json::{Value, json};
 use support::*;
 
+/// Turns of the growing conversations: about 250 tokens each, so the history passes 1500 tokens,
+/// beyond gemma3's sliding-window KV cache (window 512: 1024 cells at -ub 512).
+const TURNS: usize = 6;
+
+/// Tokens each answer may have.
+const ANSWER_TOKENS: i64 = 8;
+
 /// The system prompt of every conversation.
 const SYSTEM: &str = "You are a terse maintenance assistant for a water plant. Answer each \
                       question in one short sentence, using only the notes you were given.";
@@ -122,7 +129,7 @@ async fn growing_chat(
     let mut log = None;
     for k in 1..=turns {
         messages.push(json!({"role": "user", "content": user_turn(k)}));
-        let body = chat_body(model, num_ctx, &messages, 16);
+        let body = chat_body(model, num_ctx, &messages, ANSWER_TOKENS);
         let (v, t) = chat_turn(c, s, body, log.as_deref(), k).await;
         if log.is_none() {
             log = Some(latest_runner_log(s));
@@ -136,7 +143,7 @@ async fn growing_chat(
     let (_, again) = chat_turn(
         c,
         s,
-        chat_body(model, num_ctx, &messages, 16),
+        chat_body(model, num_ctx, &messages, ANSWER_TOKENS),
         log.as_deref(),
         turns + 1,
     )
@@ -195,7 +202,7 @@ fn check_accounting(model: &str, turns: &[Turn]) {
 /// History cutting at a small context: whole messages from the front, the system message and
 /// the last one kept, the counts consistent. Then one more turn on the cut history.
 async fn history_cut(c: &reqwest::Client, s: &Server, model: &str) {
-    const NUM_CTX: u32 = 1024;
+    const NUM_CTX: u32 = 512;
     let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
     for k in 1..=6 {
         messages.push(json!({"role": "user", "content": user_turn(k)}));
@@ -230,9 +237,10 @@ async fn history_cut(c: &reqwest::Client, s: &Server, model: &str) {
     assert_eq!(tail.len(), kept);
     let mut body = chat_body(model, NUM_CTX, &tail, 4);
     body["truncate"] = json!(false);
-    let (again, t_again) = chat_turn(c, s, body, Some(&cut_log), 2).await;
+    // (Not the same answer: the second prompt mostly comes from the cache, and logits computed
+    // in other batches can tip a greedy pick.)
+    let (_, t_again) = chat_turn(c, s, body, Some(&cut_log), 2).await;
     assert_eq!(t_again.prompt_eval_count, t_cut.prompt_eval_count);
-    assert_eq!(again["message"]["content"], cut["message"]["content"]);
     // One more message from the front does not fit: Ollama's loop stopped at the first that did.
     let mut more = vec![messages[0].clone()];
     more.extend_from_slice(&messages[dropped..]);
@@ -284,7 +292,7 @@ async fn live_multiturn_cache_and_history() {
     let c = http();
 
     // smollm2:135m (full attention): every turn reuses at least the previous turn's prompt.
-    let smol = growing_chat(&c, &server, SMOL, 4096, 8).await;
+    let smol = growing_chat(&c, &server, SMOL, 4096, TURNS).await;
     report(SMOL, &smol);
     check_accounting(SMOL, &smol);
     for k in 1..smol.len() - 1 {
@@ -300,11 +308,11 @@ async fn live_multiturn_cache_and_history() {
     let again = smol.last().unwrap();
     assert_eq!(again.engine.tokens, 1, "{again:?}");
 
+    history_cut(&c, &server, SMOL).await;
+
     // gemma3:270m (sliding window): measured and reported; the accounting holds either way.
-    let gemma = growing_chat(&c, &server, GEMMA, 4096, 8).await;
+    let gemma = growing_chat(&c, &server, GEMMA, 4096, TURNS).await;
     report(GEMMA, &gemma);
     check_accounting(GEMMA, &gemma);
-
-    history_cut(&c, &server, SMOL).await;
     history_cut(&c, &server, GEMMA).await;
 }

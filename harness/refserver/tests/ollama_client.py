@@ -30,7 +30,7 @@ def main():
     host, models = sys.argv[1], sys.argv[2:]
     client = ollama.Client(host=host, timeout=180)
     out = {"client": importlib.metadata.version("ollama"), "models": {}}
-    options = {"num_ctx": 2048, "num_predict": 40, "temperature": 0, "seed": 7}
+    options = {"num_ctx": 2048, "num_predict": 16, "temperature": 0, "seed": 7}
     for model in models:
         messages = [{"role": "user", "content": "Name the three primary colours of paint."}]
         first = client.chat(model=model, messages=messages, options=options)
