@@ -15,8 +15,8 @@
 //!   [`measure::RELOAD_THRESHOLD_S`] of `load_duration` is an invalid trial), so the most load a
 //!   valid trial's TTFT can hold is that threshold, added unscaled.
 //!
-//! Both runs use `-t <num_thread> -b <num_batch> -ub <min(num_batch, 512)>`, as the reference
-//! server starts `llama-server` (harness/refserver/src/runner.rs), and [`EngineEnv::repetitions`]
+//! Both runs use `-t <num_thread> -b <num_batch> -ub <num_batch>`, as the reference server (like
+//! Ollama) starts `llama-server` (harness/refserver/src/runner.rs), and [`EngineEnv::repetitions`]
 //! repetitions (`-r`, default 2). The figures, with the command lines, `llama-bench`'s build and
 //! the per-repetition spread, are cached as `<run>/engine/<key>.json` (written atomically; the key
 //! is the model file and the options), so each distinct (model file, threads, batch, fill,
@@ -250,9 +250,8 @@ impl BenchRequest {
             let mut a: Vec<String> = vec!["-m".into(), self.model_file.display().to_string()];
             let t = self.threads.to_string();
             let b = self.batch.to_string();
-            let ub = self.batch.min(512).to_string();
             let r = repetitions.to_string();
-            for s in ["-t", &t, "-b", &b, "-ub", &ub, "-r", &r, "-o", "json"] {
+            for s in ["-t", &t, "-b", &b, "-ub", &b, "-r", &r, "-o", "json"] {
                 a.push(s.to_string());
             }
             a.extend(extra.iter().map(|s| s.to_string()));
