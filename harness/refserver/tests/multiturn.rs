@@ -199,6 +199,14 @@ fn check_accounting(model: &str, turns: &[Turn]) {
     }
 }
 
+/// The number after `key` (e.g. `dropped=`) in a server log line.
+fn log_field(line: &str, key: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
 /// History cutting at a small context: whole messages from the front, the system message and
 /// the last one kept, the counts consistent. Then one more turn on the cut history.
 async fn history_cut(c: &reqwest::Client, s: &Server, model: &str) {
@@ -217,13 +225,7 @@ async fn history_cut(c: &reqwest::Client, s: &Server, model: &str) {
     let lines = server_log_lines(s, "truncating input messages");
     assert_eq!(lines.len(), before + 1, "no cut logged: {lines:?}");
     let line = lines.last().unwrap();
-    let field = |k: &str| -> usize {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {k} in {line}"))
-    };
-    let (dropped, kept) = (field("dropped="), field("kept="));
+    let (dropped, kept) = (log_field(line, "dropped="), log_field(line, "kept="));
     assert!(dropped > 0, "{line}");
     assert_eq!(kept + dropped, messages.len(), "{line}");
     assert!(
@@ -265,17 +267,15 @@ async fn history_cut(c: &reqwest::Client, s: &Server, model: &str) {
     )
     .await;
     let lines = server_log_lines(s, "truncating input messages");
+    let next = lines.last().unwrap();
     eprintln!(
         "{model} history cut at num_ctx {NUM_CTX}: {} messages, dropped {dropped}, kept {kept}, \
-         prompt_eval_count {}; next turn: {}, prompt_eval_count {}, cache_n {}, prompt_n {}",
+         prompt_eval_count {}; next turn: dropped {}, kept {}, prompt_eval_count {}, cache_n {}, \
+         prompt_n {}",
         messages.len() - 2,
         t_cut.prompt_eval_count,
-        lines
-            .last()
-            .unwrap()
-            .split("dropped")
-            .nth(1)
-            .map_or("", |x| x),
+        log_field(next, "dropped="),
+        log_field(next, "kept="),
         t_next.prompt_eval_count,
         t_next.cache_n(),
         t_next.engine.tokens
