@@ -673,7 +673,7 @@ mod tests {
         assert_eq!(tg.join(" "), format!("{common} -p 0 -n 128 -d 1024"));
         let mut big = req.clone();
         big.batch = 2048;
-        assert!(big.args(1)[0].join(" ").contains("-b 2048 -ub 512 -r 1"));
+        assert!(big.args(1)[0].join(" ").contains("-b 2048 -ub 2048 -r 1"));
     }
 
     #[test]
