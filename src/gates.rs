@@ -24,6 +24,8 @@ pub fn limit(gate: Gate, spec: &CellSpec) -> f64 {
         Gate::TokS => g.tok_s_min,
         Gate::Stability => g.stability_min,
         Gate::Ram => g.ram_max_pct,
+        // Session gates live in the session table (crate::agentic::table), not in a cell's.
+        Gate::Success | Gate::TtftP95 | Gate::RssGrowth | Gate::Accuracy => f64::NAN,
     }
 }
 

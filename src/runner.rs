@@ -107,6 +107,12 @@ std::thread_local! {
 
 fn unsaved_result(spec: &CellSpec, e: crate::rundir::StoreError) {
     progress(spec, &format!("error: the result was not written: {e}"));
+    record_unsaved(&e);
+}
+
+/// Records a result file that could not be written, for [`take_unsaved_results`] (the
+/// sessions of [`crate::agentic`] use it too).
+pub(crate) fn record_unsaved(e: &crate::rundir::StoreError) {
     UNSAVED.with(|u| u.borrow_mut().push(e.to_string()));
 }
 
@@ -429,7 +435,7 @@ async fn measure_cell(
 
 /// The server tree's CPU over [`monitor::SERVER_IDLE_WINDOW`] with no request of ours in
 /// flight; `None` when the server is not a process proven to be on this host.
-async fn server_idle(monitor: &Monitor) -> Option<monitor::CpuUsage> {
+pub(crate) async fn server_idle(monitor: &Monitor) -> Option<monitor::CpuUsage> {
     let mark = monitor.guard_mark()?;
     tokio::time::sleep(monitor::SERVER_IDLE_WINDOW).await;
     monitor.cpu_since(&mark)
@@ -478,7 +484,7 @@ async fn after_trials(client: &OllamaClient, spec: &CellSpec, monitor: &Monitor,
 // ---------------------------------------------------------------------------------------------
 
 /// Facts of the server and the model, into the metadata.
-fn record_facts(meta: &mut RunMetadata, facts: &ModelFacts) {
+pub(crate) fn record_facts(meta: &mut RunMetadata, facts: &ModelFacts) {
     meta.server_version = Some(facts.version.clone());
     meta.model_digest = facts.tag.digest.clone();
     let d = &facts.show.details;
@@ -514,7 +520,7 @@ fn admit(spec: &CellSpec, meta: &RunMetadata, opts: &CellOptions) -> Result<(), 
 /// of the process proven to hold the server's listening socket ([`monitor::find_server_pid`]);
 /// when that process cannot be seen, only the server's own unload is waited for — never the
 /// runners of some other server.
-async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
+pub(crate) async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
     client.unload_all(cfg.unload_timeout).await?;
     // Wait for runner processes to exit too (the server kills them asynchronously).
     if let Some(server) = monitor::find_server_pid(&cfg.origin()) {

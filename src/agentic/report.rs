@@ -1,0 +1,1 @@
+//! The session reports, a pure function of the run directory's `sessions/`.
