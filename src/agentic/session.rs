@@ -92,6 +92,9 @@ pub fn run_session_with(spec: &SessionSpec, env: &RunEnv, opts: &SessionOptions)
     if let Err(e) = crate::report::build(&env.run_dir) {
         progress(spec, &format!("warning: reports not rebuilt: {e}"));
     }
+    if let Err(e) = super::report::build(&env.run_dir) {
+        progress(spec, &format!("warning: session reports not rebuilt: {e}"));
+    }
     result
 }
 

@@ -228,7 +228,9 @@ impl Workload {
                  project. Remember the details the user tells you. Answer briefly."
             }
         };
-        Message::new("system", format!("{role}\nSession: {nonce}"))
+        // The nonce comes first: a server's prompt cache keeps nothing of an earlier
+        // conversation past the first few tokens.
+        Message::new("system", format!("Session {nonce}.\n{role}"))
     }
 
     /// The next turn of the current conversation.
