@@ -23,6 +23,8 @@ use o3_suite::agentic::{SessionOptions, SessionResult, run_session_with};
 use o3_suite::config::Config;
 use o3_suite::harness::RunEnv;
 use o3_suite::judgement::{Gate, Verdict};
+use o3_suite::results::{CellSpec, Gates};
+use o3_suite::runner::{CellOptions, run_cell_with};
 use serde_json::Value;
 
 use scripted_server::{CHAT_NS_PER_TOKEN, ChatScript, Script, ScriptedServer};
@@ -139,7 +141,7 @@ fn reasons(r: &SessionResult) -> String {
 #[test]
 fn a_prefix_caching_server_hits_every_turn_and_passes() {
     let ran = run(
-        &spec("prefix", WorkloadKind::Coding, 8192),
+        &spec("prefix", WorkloadKind::Coding, 4096),
         ChatScript {
             answer: oracle(),
             ..ChatScript::default()
@@ -208,7 +210,7 @@ fn a_prefix_caching_server_hits_every_turn_and_passes() {
         .filter(|q| q.path == "/api/chat")
         .collect();
     for q in &chats {
-        assert_eq!(q.option("num_ctx"), Some(&Value::from(8192)));
+        assert_eq!(q.option("num_ctx"), Some(&Value::from(4096)));
         assert_eq!(q.option("temperature"), Some(&Value::from(0)));
         assert_eq!(q.option("num_predict"), Some(&Value::from(32)));
         assert!(q.body["keep_alive"].as_u64().unwrap() >= 600);
@@ -218,9 +220,48 @@ fn a_prefix_caching_server_hits_every_turn_and_passes() {
     assert!(file.is_file(), "{}", file.display());
     let md = ran.env.run_dir.report_path("agentic_sessions.md");
     let md = std::fs::read_to_string(&md).expect("the session report");
-    assert!(md.contains("prefix::agentic_coding_8k"), "{md}");
+    assert!(md.contains("prefix::agentic_coding_4k"), "{md}");
     let turns = std::fs::read_to_string(ran.env.run_dir.report_path("agentic_turns.csv")).unwrap();
     assert_eq!(turns.lines().count(), 13, "a header and one line per turn");
+    // The performance matrix gains its Phase 2 column and lists the session, on the rows of
+    // the session's model (a cell of it is run on the same server and run directory).
+    let cell = CellSpec {
+        test_name: "prefix::ctx_4k".into(),
+        name: "prefix".into(),
+        model: MODEL.into(),
+        category: "protocol".into(),
+        num_ctx: 4096,
+        fill_tokens: 1000,
+        num_batch: 512,
+        num_thread: 2,
+        num_predict: 16,
+        gates: Gates {
+            ttft_max_s: 30.0,
+            tok_s_min: 1.0,
+            stability_min: 0.1,
+            ram_max_pct: 100.0,
+        },
+        use_case: "test".into(),
+        optional: false,
+        optimize: true,
+        source: "tests/agentic_protocol.rs".into(),
+        relative_gates: None,
+    };
+    run_cell_with(&cell, &ran.env, &CellOptions::default());
+    let pm = std::fs::read_to_string(ran.env.run_dir.report_path("performance_matrix.md")).unwrap();
+    assert!(pm.contains("| Use Case Fit | Phase 2 |"), "{pm}");
+    assert!(
+        pm.contains("✅ coding 4k (")
+            && pm.contains("PASS): success 100%, accuracy 100%, cache reuse 1.00"),
+        "{pm}"
+    );
+    let pj: Value = serde_json::from_str(
+        &std::fs::read_to_string(ran.env.run_dir.report_path("performance_matrix.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pj["phase2"][0]["test_name"], "prefix::agentic_coding_4k");
+    assert_eq!(pj["phase2"][0]["verdict"], "PASS");
+    assert_eq!(pj["phase2"][0]["accuracy"], 1.0);
 }
 
 #[test]

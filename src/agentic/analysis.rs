@@ -615,7 +615,9 @@ pub fn judge(
     if a.rss.growth_pct.is_none() {
         // Nothing to hold against the limit (a remote server): not a failure, but said.
         rss.state = GateState::Pass;
-        notes.push("RSS growth not measured: no RSS figures of the server's processes".into());
+        notes.push(format!(
+            "RSS growth not measured: no RSS figures of the server's processes after the first {RSS_WARMUP_TURNS} turns"
+        ));
     }
     checks.push(rss);
     let st = &a.stability;

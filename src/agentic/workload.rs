@@ -191,6 +191,16 @@ impl Workload {
         let mut rng = SplitMix64::new(seed ^ 0xA6E7_71C0);
         let mut order: Vec<usize> = (0..n).collect();
         rng.shuffle(&mut order);
+        if let Data::Coding { files, questions } = &data {
+            // An agent reads a file, then asks several things about it: the files in a seeded
+            // order, each file's questions together (in the seeded order within it).
+            let mut names: Vec<&String> = files.keys().collect();
+            rng.shuffle(&mut names);
+            order = names
+                .iter()
+                .flat_map(|f| order.iter().copied().filter(|&i| &questions[i].0 == *f))
+                .collect();
+        }
         Ok(Workload {
             kind,
             data,
