@@ -387,13 +387,18 @@ impl GenerateRequest {
             "keep_alive": self.keep_alive_s,
             "options": self.options(),
         });
+        self.flags(&mut b);
+        b
+    }
+
+    /// `think: false` and `truncate: false` into `body`, when asked.
+    fn flags(&self, body: &mut Value) {
         if self.think_false {
-            b["think"] = json!(false);
+            body["think"] = json!(false);
         }
         if self.truncate_false {
-            b["truncate"] = json!(false);
+            body["truncate"] = json!(false);
         }
-        b
     }
 }
 
@@ -441,12 +446,7 @@ impl ChatRequest {
             "keep_alive": p.keep_alive_s,
             "options": p.options(),
         });
-        if p.think_false {
-            b["think"] = json!(false);
-        }
-        if p.truncate_false {
-            b["truncate"] = json!(false);
-        }
+        p.flags(&mut b);
         b
     }
 }

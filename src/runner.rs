@@ -69,16 +69,7 @@ pub fn run_cell(spec: &CellSpec, env: &RunEnv) -> CellResult {
 /// Runs one cell with `opts`.
 pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellResult {
     let started = Instant::now();
-    let meta = RunMetadata {
-        run_id: env.run_id.clone(),
-        started_at: rfc3339(SystemTime::now()),
-        harness_version: HARNESS_VERSION.to_string(),
-        // Redacted: no userinfo, no query value (config::redact_url).
-        server: env.config.display_url(),
-        env: Config::recorded_env(),
-        host: monitor::host_info(),
-        ..RunMetadata::default()
-    };
+    let meta = run_metadata(env);
     let run = RUNTIME.block_on(phases(spec, env, opts, meta));
     let result = assemble(spec, run, started.elapsed().as_secs_f64());
     eprintln!(
@@ -96,6 +87,21 @@ pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellR
         progress(spec, &format!("warning: reports not rebuilt: {e}"));
     }
     result
+}
+
+/// What a test of the run records before it contacts the server: run id, start, harness
+/// version, the server (redacted: no userinfo, no query value, config::redact_url), the
+/// recorded environment and the host.
+pub(crate) fn run_metadata(env: &RunEnv) -> RunMetadata {
+    RunMetadata {
+        run_id: env.run_id.clone(),
+        started_at: rfc3339(SystemTime::now()),
+        harness_version: HARNESS_VERSION.to_string(),
+        server: env.config.display_url(),
+        env: Config::recorded_env(),
+        host: monitor::host_info(),
+        ..RunMetadata::default()
+    }
 }
 
 // --- A result that cannot be written (issue 7): the test fails with the path and the cause ---

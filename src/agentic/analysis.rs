@@ -637,22 +637,7 @@ pub fn judge(
             min,
         ));
     }
-    let ram_value =
-        (hardware.samples > 0 || hardware.ram_guard_tripped).then_some(hardware.system_peak_pct);
-    let mut ram = GateCheck::from_interval(
-        Gate::Ram,
-        ram_value,
-        None,
-        hardware.samples as usize,
-        g.ram_max_pct,
-    );
-    if ram_value.is_none() {
-        ram.state = GateState::Pass;
-    }
-    if hardware.ram_guard_tripped {
-        ram.state = GateState::Fail;
-    }
-    checks.push(ram);
+    checks.push(crate::gates::ram_check(hardware, g.ram_max_pct));
     let mut problems = facts.problems.clone();
     problems.extend(a.truncations.iter().map(Truncation::describe));
     if a.turns < MIN_TURNS {

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use super::analysis::{self, ANSWER_KEPT_CHARS, SessionFacts, TurnRecord};
 use super::table::SessionSpec;
@@ -22,13 +22,14 @@ use crate::backend::{
     BackendError, ChatRequest, GenerateRequest, LoadOptions, Message, OllamaClient, same_model,
 };
 use crate::config::Config;
-use crate::date::rfc3339;
 use crate::measure::{self, TrialPlan};
 use crate::monitor::{self, Monitor, MonitorConfig};
 use crate::preflight::preflight;
-use crate::results::{HARNESS_VERSION, RunMetadata, TrialKind};
+use crate::results::{RunMetadata, TrialKind};
 use crate::rundir::{RunEnv, save_json};
-use crate::runner::{RUNTIME, clean_slate, record_facts, record_unsaved, server_idle};
+use crate::runner::{
+    RUNTIME, clean_slate, record_facts, record_unsaved, run_metadata, server_idle,
+};
 
 /// Characters per token assumed before the server's first count: low (code-like), so that the
 /// first turn's size is overestimated rather than under.
@@ -64,15 +65,7 @@ pub fn run_session(spec: &SessionSpec, env: &RunEnv) -> SessionResult {
 /// Runs one session with `opts`.
 pub fn run_session_with(spec: &SessionSpec, env: &RunEnv, opts: &SessionOptions) -> SessionResult {
     let started = Instant::now();
-    let meta = RunMetadata {
-        run_id: env.run_id.clone(),
-        started_at: rfc3339(SystemTime::now()),
-        harness_version: HARNESS_VERSION.to_string(),
-        server: env.config.display_url(),
-        env: Config::recorded_env(),
-        host: monitor::host_info(),
-        ..RunMetadata::default()
-    };
+    let meta = run_metadata(env);
     let run = RUNTIME.block_on(phases(spec, env, opts, meta));
     let result = super::assemble(spec, run, started.elapsed().as_secs_f64());
     eprintln!(
@@ -236,14 +229,7 @@ async fn phases(
 
 /// A stable nonce for a conversation: the same run, test and conversation give the same one.
 fn nonce(run_id: &str, test: &str, conversation: u32) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in run_id
-        .bytes()
-        .chain(test.bytes())
-        .chain(conversation.to_le_bytes())
-    {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = crate::optimize::sim::fnv1a(&format!("{run_id}/{test}/{conversation}"));
     format!("{h:016x}")
 }
 
