@@ -314,6 +314,15 @@ mod tests {
     }
 
     #[test]
+    fn a_table_with_exactly_the_required_columns_is_valid() {
+        let header = REQUIRED.join(",");
+        let t = format!("{header}\nb,m,rag,8K,8,2,60,,,,2,30,,,0.5\n");
+        let s = parse(Path::new("a.csv"), &t, 80.0, None).unwrap();
+        assert_eq!(s[0].test_name, "b::agentic_rag_8k");
+        assert_eq!((s[0].use_case.as_str(), s[0].optional), ("", false));
+    }
+
+    #[test]
     fn the_duration_override_replaces_every_row() {
         let t = format!("{HEADER}\na,m,chat,4K,8,2,90,0.5,1,0.9,1,10,0.2,30,0.5,u\n");
         let s = parse(Path::new("a.csv"), &t, 80.0, Some(12.0)).unwrap();

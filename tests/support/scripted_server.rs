@@ -1068,7 +1068,7 @@ async fn chat(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io::Re
     let failed = cs.fail_every.is_some_and(|k| n % k == 0);
     // The answer, padded to whole tokens and cut at num_predict tokens.
     let mut answer = (cs.answer)(&messages);
-    while answer.len() % CHARS_PER_TOKEN as usize != 0 {
+    while !answer.len().is_multiple_of(CHARS_PER_TOKEN as usize) {
         answer.push(' ');
     }
     let chunks: Vec<String> = answer
