@@ -387,12 +387,66 @@ impl GenerateRequest {
             "keep_alive": self.keep_alive_s,
             "options": self.options(),
         });
+        self.flags(&mut b);
+        b
+    }
+
+    /// `think: false` and `truncate: false` into `body`, when asked.
+    fn flags(&self, body: &mut Value) {
         if self.think_false {
-            b["think"] = json!(false);
+            body["think"] = json!(false);
         }
         if self.truncate_false {
-            b["truncate"] = json!(false);
+            body["truncate"] = json!(false);
         }
+    }
+}
+
+/// One message of a chat history, as `/api/chat` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl Message {
+    /// A message of `role` with `content`.
+    pub fn new(role: &str, content: impl Into<String>) -> Message {
+        Message {
+            role: role.to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+/// What one `/api/chat` request asks for: the whole history, with the same load-time options,
+/// sampling and flags as a [`GenerateRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// Model.
+    pub model: String,
+    /// The whole history, oldest first.
+    pub messages: Vec<Message>,
+    /// Load-time options, `num_predict`, seed, `keep_alive` and flags, as for generate (its
+    /// `prompt` is unused).
+    pub params: GenerateRequest,
+}
+
+impl ChatRequest {
+    /// The JSON body: `model`, `messages`, `stream`, `keep_alive`, `options` (as
+    /// [`GenerateRequest::options`]), and `think: false` / `truncate: false` when asked.
+    pub fn body(&self) -> Value {
+        let p = &self.params;
+        let mut b = json!({
+            "model": self.model,
+            "messages": self.messages,
+            "stream": true,
+            "keep_alive": p.keep_alive_s,
+            "options": p.options(),
+        });
+        p.flags(&mut b);
         b
     }
 }
@@ -759,12 +813,30 @@ impl OllamaClient {
     pub async fn generate(
         &self,
         req: &GenerateRequest,
+        on_event: impl FnMut(&StreamEvent),
+    ) -> Result<Completed, BackendError> {
+        self.stream("/api/generate", &req.body(), on_event).await
+    }
+
+    /// Streams one `/api/chat` request ([`ChatRequest`]), with the same timeouts, retries and
+    /// stream reader as [`OllamaClient::generate`].
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        on_event: impl FnMut(&StreamEvent),
+    ) -> Result<Completed, BackendError> {
+        self.stream("/api/chat", &req.body(), on_event).await
+    }
+
+    async fn stream(
+        &self,
+        path: &str,
+        body: &Value,
         mut on_event: impl FnMut(&StreamEvent),
     ) -> Result<Completed, BackendError> {
-        let endpoint = "POST /api/generate";
-        let url =
-            crate::config::join_url(&self.base_url, self.base_query.as_deref(), "/api/generate");
-        let body = req.body();
+        let endpoint = format!("POST {path}");
+        let endpoint = endpoint.as_str();
+        let url = crate::config::join_url(&self.base_url, self.base_query.as_deref(), path);
         let first = Instant::now();
         let whole = self.trial_timeout;
         let first_chunk = || BackendError::Timeout {
@@ -779,7 +851,7 @@ impl OllamaClient {
                 // covers them.
                 let resp = tokio::time::timeout(
                     self.first_chunk_timeout,
-                    self.http.post(&url).json(&body).send(),
+                    self.http.post(&url).json(body).send(),
                 )
                 .await
                 .map_err(|_| first_chunk())?

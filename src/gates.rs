@@ -24,6 +24,8 @@ pub fn limit(gate: Gate, spec: &CellSpec) -> f64 {
         Gate::TokS => g.tok_s_min,
         Gate::Stability => g.stability_min,
         Gate::Ram => g.ram_max_pct,
+        // Session gates live in the session table (crate::agentic::table), not in a cell's.
+        Gate::Success | Gate::TtftP95 | Gate::RssGrowth | Gate::Accuracy => f64::NAN,
     }
 }
 
@@ -49,23 +51,7 @@ pub fn check_gates(
     stability: &StabilityBreakdown,
     hardware: &HardwareSummary,
 ) -> Vec<GateCheck> {
-    let ram_value =
-        (hardware.samples > 0 || hardware.ram_guard_tripped).then_some(hardware.system_peak_pct);
-    let mut ram = GateCheck::from_interval(
-        Gate::Ram,
-        ram_value,
-        None,
-        hardware.samples as usize,
-        limit(Gate::Ram, spec),
-    );
-    // Without samples there is nothing to hold against the limit: not a failure.
-    if ram_value.is_none() {
-        ram.state = GateState::Pass;
-    }
-    // The RAM guard stops a cell on a sample above the limit: that fails whatever the peak.
-    if hardware.ram_guard_tripped {
-        ram.state = GateState::Fail;
-    }
+    let ram = ram_check(hardware, limit(Gate::Ram, spec));
     vec![
         GateCheck::of_summary(
             Gate::Ttft,
@@ -86,6 +72,23 @@ pub fn check_gates(
         ),
         ram,
     ]
+}
+
+/// The system RAM gate of what the sampler saw, against `limit` (%): the peak; without samples
+/// there is nothing to hold against the limit (not a failure); the RAM guard stops a cell or a
+/// session on a sample above the limit, which fails whatever the peak.
+pub fn ram_check(hardware: &HardwareSummary, limit: f64) -> GateCheck {
+    let ram_value =
+        (hardware.samples > 0 || hardware.ram_guard_tripped).then_some(hardware.system_peak_pct);
+    let mut ram =
+        GateCheck::from_interval(Gate::Ram, ram_value, None, hardware.samples as usize, limit);
+    if ram_value.is_none() {
+        ram.state = GateState::Pass;
+    }
+    if hardware.ram_guard_tripped {
+        ram.state = GateState::Fail;
+    }
+    ram
 }
 
 /// Whether the verdict is already clear from the intervals: some gate clearly fails, or every

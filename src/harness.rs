@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 
 use crate::config::Config;
+use crate::judgement::Judgement;
 use crate::lock::{self, Holder, Lock};
 use crate::results::{CellResult, Verdict};
 use crate::runner;
@@ -46,20 +47,22 @@ pub fn cannot_run(config: &Config, why: &str) -> Result<Completion, Failed> {
 /// The test outcome of a cell: PASS passes; MARGINAL passes with a warning; FAIL and INVALID
 /// fail with their reasons; SKIPPED follows [`cannot_run`].
 pub fn cell_outcome(config: &Config, r: &CellResult) -> Result<Completion, Failed> {
-    let reasons = r.judgement.reasons();
-    match r.verdict() {
+    judged_outcome(config, &r.cell.test_name, &r.judgement)
+}
+
+/// The test outcome of a judgement of test `name` (a cell, or a session of
+/// [`crate::agentic`]), by the rules of [`cell_outcome`].
+pub fn judged_outcome(config: &Config, name: &str, j: &Judgement) -> Result<Completion, Failed> {
+    let reasons = j.reasons();
+    match j.verdict {
         Verdict::Pass => Ok(Completion::Completed),
         Verdict::Marginal => {
-            eprintln!(
-                "warning: {} is MARGINAL:\n  {}",
-                r.cell.test_name,
-                reasons.join("\n  ")
-            );
+            eprintln!("warning: {name} is MARGINAL:\n  {}", reasons.join("\n  "));
             Ok(Completion::Completed)
         }
         Verdict::Skipped => cannot_run(config, &reasons.join("; ")),
         Verdict::Fail | Verdict::Invalid => {
-            Err(format!("{}:\n  {}", r.verdict().label(), reasons.join("\n  ")).into())
+            Err(format!("{}:\n  {}", j.verdict.label(), reasons.join("\n  ")).into())
         }
     }
 }

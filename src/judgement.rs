@@ -49,11 +49,32 @@ pub enum Gate {
     Stability,
     /// System RAM peak at or below `ram_max_pct`.
     Ram,
+    /// Sessions ([`crate::agentic`]): the share of turns that succeeded above `success_min`,
+    /// judged on its Wilson interval.
+    Success,
+    /// Sessions: p95 TTFT below `ttft_p95_max_s`.
+    TtftP95,
+    /// Sessions: RSS growth over the session (% of the loaded size) below `rss_growth_max_pct`.
+    RssGrowth,
+    /// Sessions: the share of answers with the expected fact above `accuracy_min`, judged on
+    /// its Wilson interval.
+    Accuracy,
 }
 
 impl Gate {
     /// Every gate, in the order reports list them.
     pub const ALL: [Gate; 4] = [Gate::Ttft, Gate::TokS, Gate::Stability, Gate::Ram];
+
+    /// Every gate of a session ([`crate::agentic`]), in the order reports list them.
+    pub const SESSION: [Gate; 7] = [
+        Gate::Success,
+        Gate::TokS,
+        Gate::TtftP95,
+        Gate::RssGrowth,
+        Gate::Stability,
+        Gate::Accuracy,
+        Gate::Ram,
+    ];
 
     /// Short label as the reports print it (`TTFT`, `tok/s`, `stability`, `RAM`).
     pub fn label(self) -> &'static str {
@@ -62,6 +83,10 @@ impl Gate {
             Gate::TokS => "tok/s",
             Gate::Stability => "stability",
             Gate::Ram => "RAM",
+            Gate::Success => "success",
+            Gate::TtftP95 => "TTFT p95",
+            Gate::RssGrowth => "RSS growth",
+            Gate::Accuracy => "accuracy",
         }
     }
 
@@ -72,12 +97,25 @@ impl Gate {
             Gate::TokS => "tok_s_min",
             Gate::Stability => "stability_min",
             Gate::Ram => "ram_max_pct",
+            Gate::Success => "success_min",
+            Gate::TtftP95 => "ttft_p95_max_s",
+            Gate::RssGrowth => "rss_growth_max_pct",
+            Gate::Accuracy => "accuracy_min",
         }
     }
 
     /// Whether smaller values pass.
     pub fn lower_is_better(self) -> bool {
-        matches!(self, Gate::Ttft | Gate::Ram)
+        matches!(
+            self,
+            Gate::Ttft | Gate::Ram | Gate::TtftP95 | Gate::RssGrowth
+        )
+    }
+
+    /// Whether the gate is judged on its interval alone: it fails only when the whole interval
+    /// lies on the failing side (stability's bootstrap, the Wilson intervals of proportions).
+    pub fn judged_on_interval(self) -> bool {
+        matches!(self, Gate::Stability | Gate::Success | Gate::Accuracy)
     }
 }
 
@@ -183,7 +221,7 @@ impl GateCheck {
     pub fn fails(&self) -> bool {
         match self.state {
             GateState::Fail | GateState::Unknown => true,
-            GateState::FailsStraddling => self.gate != Gate::Stability,
+            GateState::FailsStraddling => !self.gate.judged_on_interval(),
             GateState::Pass | GateState::Straddles => false,
         }
     }
@@ -192,7 +230,7 @@ impl GateCheck {
     pub fn straddles(&self) -> bool {
         match self.state {
             GateState::Straddles => true,
-            GateState::FailsStraddling => self.gate == Gate::Stability,
+            GateState::FailsStraddling => self.gate.judged_on_interval(),
             _ => false,
         }
     }
@@ -205,6 +243,10 @@ impl GateCheck {
                 Gate::TokS => "decode",
                 Gate::Stability => "stability",
                 Gate::Ram => "system RAM",
+                Gate::Success => "success",
+                Gate::TtftP95 => "TTFT p95",
+                Gate::RssGrowth => "RSS growth",
+                Gate::Accuracy => "accuracy",
             };
             return format!("{what}: no valid measurement");
         };
@@ -231,6 +273,40 @@ impl GateCheck {
                 let cmp = if passing { "≤" } else { ">" };
                 format!("system RAM peaked at {v:.1}% {cmp} limit {limit}%")
             }
+            Gate::Success => format!(
+                "success {:.1}% of turns{} {cmp} limit {:.1}%",
+                v * 100.0,
+                self.percent_interval(),
+                limit * 100.0
+            ),
+            Gate::Accuracy => format!(
+                "accuracy {:.1}% of answers{} {cmp} limit {:.1}%",
+                v * 100.0,
+                self.percent_interval(),
+                limit * 100.0
+            ),
+            Gate::TtftP95 => {
+                format!("TTFT p95 {v:.2} s (n={}) {cmp} limit {limit} s", self.n)
+            }
+            Gate::RssGrowth => format!(
+                "RSS growth {v:.1}% of the loaded size (n={}) {cmp} limit {limit}%",
+                self.n
+            ),
+        }
+    }
+}
+
+impl GateCheck {
+    /// ` (95% Wilson CI 80.0–99.0%, n=20)` for a proportion.
+    fn percent_interval(&self) -> String {
+        match (self.ci_low, self.ci_high) {
+            (Some(lo), Some(hi)) => format!(
+                " (95% CI {:.1}–{:.1}%, n={})",
+                lo * 100.0,
+                hi * 100.0,
+                self.n
+            ),
+            _ => format!(" (n={})", self.n),
         }
     }
 }

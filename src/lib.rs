@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agentic;
 pub mod backend;
 pub mod config;
 pub mod date;

@@ -54,6 +54,29 @@ const REQUIRED: [&str; 11] = [
 ];
 const OPTIONAL: [&str; 4] = ["num_predict", "optional", "ram_max_pct", "optimize"];
 
+/// The shape of a table this module reads: its columns, the variable that chooses another
+/// file, and what must be unique. The matrix is one; [`crate::agentic::table`] is another, read
+/// by the same parser with the same error quality.
+#[derive(Debug, Clone, Copy)]
+pub struct TableShape {
+    /// Columns every table must have.
+    pub required: &'static [&'static str],
+    /// Columns a table may have.
+    pub optional: &'static [&'static str],
+    /// The variable that chooses another table (for the message of an unreadable file).
+    pub env_var: &'static str,
+    /// What a row defines and which columns make it unique (`cell`, `name + num_ctx`).
+    pub unique: (&'static str, &'static str),
+}
+
+/// The matrix table's shape.
+pub const MATRIX: TableShape = TableShape {
+    required: &REQUIRED,
+    optional: &OPTIONAL,
+    env_var: "O3_MATRIX",
+    unique: ("cell", "name + num_ctx"),
+};
+
 /// A problem with the table: file, line, column, value, and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct MatrixError {
@@ -134,8 +157,9 @@ enum GateValue {
     Engine(f64),
 }
 
-const POSITIVE: NumberIn<f64> = NumberIn::new(Excluded(0.0), Unbounded, "a number > 0");
-const FRACTION: NumberIn<f64> = NumberIn::new(Included(0.0), Included(1.0), "a number from 0 to 1");
+pub(crate) const POSITIVE: NumberIn<f64> = NumberIn::new(Excluded(0.0), Unbounded, "a number > 0");
+pub(crate) const FRACTION: NumberIn<f64> =
+    NumberIn::new(Included(0.0), Included(1.0), "a number from 0 to 1");
 const TTFT_GATE: &str = "a number > 0 (seconds), or engine*F with F > 0: F × the engine's time to \
      first token at the cell's options, measured by llama-bench (e.g. engine*3)";
 const DECODE_GATE: &str = "a number > 0 (tokens/s), or engine*F with F > 0: F × the engine's \
@@ -144,17 +168,26 @@ const DECODE_GATE: &str = "a number > 0 (tokens/s), or engine*F with F > 0: F ×
 /// Reads and validates the table at `path`. `default_ram_pct` is used where the table has no
 /// `ram_max_pct`.
 pub fn load(path: &Path, default_ram_pct: f64) -> Result<Vec<CellSpec>, MatrixError> {
+    let text = read_text(path, &MATRIX)?;
+    parse(path, &text, default_ram_pct)
+}
+
+/// The text of the table at `path`: an unreadable file or bytes that are not UTF-8 are errors
+/// naming the file (and the variable that chooses another), or the line and byte.
+pub fn read_text(path: &Path, shape: &TableShape) -> Result<String, MatrixError> {
     let bytes = std::fs::read(path).map_err(|e| {
         error(
             path,
             None,
             None,
             None,
-            format!("cannot read the file: {e} (set O3_MATRIX to choose another table)"),
+            format!(
+                "cannot read the file: {e} (set {} to choose another table)",
+                shape.env_var
+            ),
         )
     })?;
-    let text = utf8(path, &bytes)?;
-    parse(path, text, default_ram_pct)
+    utf8(path, &bytes).map(str::to_string)
 }
 
 /// The table's bytes as text; bytes that are not UTF-8 are an error naming the line and the
@@ -200,6 +233,22 @@ fn error(
 
 /// Parses and validates table text (`path` is used in messages only).
 pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSpec>, MatrixError> {
+    parse_rows(path, text, &MATRIX, |row| {
+        let cell = row.cell(default_ram_pct)?;
+        Ok((cell.test_name.clone(), cell))
+    })
+}
+
+/// Parses and validates table text of `shape`: the header (unknown, repeated and missing
+/// columns), each row through `row` (which returns the row's unique key and its value), keys
+/// unique, at least one row. Errors name the file, the real line, the column, the value and
+/// what is allowed.
+pub fn parse_rows<T>(
+    path: &Path,
+    text: &str,
+    shape: &TableShape,
+    mut row: impl FnMut(&Row<'_>) -> Result<(String, T), MatrixError>,
+) -> Result<Vec<T>, MatrixError> {
     let layout = Layout::scan(text.as_bytes());
     if let Some(line) = layout.unclosed_quote {
         return Err(error(
@@ -222,8 +271,8 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
         .trim(csv::Trim::All)
         .flexible(false)
         .from_reader(text.as_bytes());
-    let columns = Columns::read(path, line_of(Some(0)), &mut rdr)?;
-    let mut cells: Vec<CellSpec> = Vec::new();
+    let columns = Columns::read(path, line_of(Some(0)), &mut rdr, shape)?;
+    let mut cells: Vec<T> = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
@@ -252,14 +301,14 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
         if rec.iter().all(|f| f.is_empty()) {
             continue;
         }
-        let row = Row {
+        let r = Row {
             path,
             columns: &columns,
             line,
             rec: &rec,
         };
-        let cell = row.cell(default_ram_pct)?;
-        row.check_unique(&cell, &mut seen)?;
+        let (key, cell) = row(&r)?;
+        r.check_unique(&key, shape, &mut seen)?;
         cells.push(cell);
     }
     if cells.is_empty() {
@@ -268,7 +317,10 @@ pub fn parse(path: &Path, text: &str, default_ram_pct: f64) -> Result<Vec<CellSp
             None,
             None,
             None,
-            "the table has no cells: add at least one row under the header".into(),
+            format!(
+                "the table has no {}s: add at least one row under the header",
+                shape.unique.0
+            ),
         ));
     }
     Ok(cells)
@@ -354,6 +406,7 @@ impl Columns {
         path: &Path,
         line: Option<u64>,
         rdr: &mut csv::Reader<&[u8]>,
+        shape: &TableShape,
     ) -> Result<Columns, MatrixError> {
         let headers = rdr
             .headers()
@@ -364,12 +417,15 @@ impl Columns {
                 None,
                 None,
                 None,
-                "the table is empty: expected a header row and at least one cell".into(),
+                format!(
+                    "the table is empty: expected a header row and at least one {}",
+                    shape.unique.0
+                ),
             ));
         }
         let mut index = HashMap::new();
         for (i, h) in headers.iter().enumerate() {
-            if !REQUIRED.contains(&h) && !OPTIONAL.contains(&h) {
+            if !shape.required.contains(&h) && !shape.optional.contains(&h) {
                 return Err(error(
                     path,
                     line,
@@ -377,8 +433,8 @@ impl Columns {
                     None,
                     format!(
                         "unknown column; allowed columns are {} (required) and {} (optional)",
-                        REQUIRED.join(", "),
-                        OPTIONAL.join(", ")
+                        shape.required.join(", "),
+                        shape.optional.join(", ")
                     ),
                 ));
             }
@@ -392,7 +448,8 @@ impl Columns {
                 ));
             }
         }
-        let missing: Vec<&str> = REQUIRED
+        let missing: Vec<&str> = shape
+            .required
             .iter()
             .copied()
             .filter(|c| !index.contains_key(*c))
@@ -419,7 +476,7 @@ impl Columns {
 }
 
 /// One data row, with what its messages need (file, line).
-struct Row<'a> {
+pub struct Row<'a> {
     path: &'a Path,
     columns: &'a Columns,
     line: u64,
@@ -427,8 +484,13 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
+    /// `file:line` of this row.
+    pub fn source(&self) -> String {
+        format!("{}:{}", self.path.display(), self.line)
+    }
+
     /// The value of `col` ("" when the table has no such column).
-    fn get(&self, col: &str) -> &str {
+    pub fn get(&self, col: &str) -> &str {
         self.columns
             .index
             .get(col)
@@ -437,11 +499,12 @@ impl Row<'_> {
     }
 
     /// The error for `col`'s value: it should have been `allowed`.
-    fn bad(&self, col: &str, allowed: &str) -> MatrixError {
+    pub fn bad(&self, col: &str, allowed: &str) -> MatrixError {
         self.error(col, format!("expected {allowed}"))
     }
 
-    fn error(&self, col: &str, message: String) -> MatrixError {
+    /// An error at `col` of this row, quoting its value, with `message`.
+    pub fn error(&self, col: &str, message: String) -> MatrixError {
         error(
             self.path,
             Some(self.line),
@@ -452,14 +515,14 @@ impl Row<'_> {
     }
 
     /// `col` as a number in `range`.
-    fn number<T: Number>(&self, col: &str, range: &NumberIn<T>) -> Result<T, MatrixError> {
+    pub fn number<T: Number>(&self, col: &str, range: &NumberIn<T>) -> Result<T, MatrixError> {
         range
             .parse(self.get(col))
             .map_err(|allowed| self.bad(col, allowed))
     }
 
     /// `col` as a number in `range`, or `default` when empty.
-    fn number_or<T: Number>(
+    pub fn number_or<T: Number>(
         &self,
         col: &str,
         range: &NumberIn<T>,
@@ -473,7 +536,7 @@ impl Row<'_> {
     }
 
     /// `col` as a token count (`65536` or `64K`).
-    fn tokens(&self, col: &str) -> Result<u32, MatrixError> {
+    pub fn tokens(&self, col: &str) -> Result<u32, MatrixError> {
         parse_tokens(self.get(col)).ok_or_else(|| {
             self.bad(
                 col,
@@ -483,7 +546,7 @@ impl Row<'_> {
     }
 
     /// `col` as true/false, `default` when empty.
-    fn flag(&self, col: &str, default: bool) -> Result<bool, MatrixError> {
+    pub fn flag(&self, col: &str, default: bool) -> Result<bool, MatrixError> {
         match self.get(col).to_ascii_lowercase().as_str() {
             "" => Ok(default),
             "true" | "yes" | "1" => Ok(true),
@@ -503,14 +566,15 @@ impl Row<'_> {
     }
 
     /// `col` as text that must not be empty.
-    fn text(&self, col: &str, allowed: &str) -> Result<&str, MatrixError> {
+    pub fn text(&self, col: &str, allowed: &str) -> Result<&str, MatrixError> {
         match self.get(col) {
             "" => Err(self.bad(col, allowed)),
             v => Ok(v),
         }
     }
 
-    fn name(&self) -> Result<&str, MatrixError> {
+    /// `name`: a slug of at most [`MAX_NAME_BYTES`] bytes.
+    pub fn name(&self) -> Result<&str, MatrixError> {
         let name = self.get("name");
         if name.len() > MAX_NAME_BYTES {
             Err(self.error(
@@ -531,7 +595,8 @@ impl Row<'_> {
         }
     }
 
-    fn model(&self) -> Result<&str, MatrixError> {
+    /// `model`: a name without spaces.
+    pub fn model(&self) -> Result<&str, MatrixError> {
         let model = self.get("model");
         if model.is_empty() || model.chars().any(char::is_whitespace) {
             Err(self.bad(
@@ -629,15 +694,16 @@ impl Row<'_> {
     /// Fails when an earlier row already defined the same cell (name + num_ctx).
     fn check_unique(
         &self,
-        cell: &CellSpec,
+        key: &str,
+        shape: &TableShape,
         seen: &mut HashMap<String, u64>,
     ) -> Result<(), MatrixError> {
-        match seen.insert(cell.test_name.clone(), self.line) {
+        let (what, columns) = shape.unique;
+        match seen.insert(key.to_string(), self.line) {
             Some(first) => Err(self.error(
                 "name",
                 format!(
-                    "duplicate cell {}: line {first} already defines it (name + num_ctx must be unique)",
-                    cell.test_name
+                    "duplicate {what} {key}: line {first} already defines it ({columns} must be unique)"
                 ),
             )),
             None => Ok(()),

@@ -101,6 +101,18 @@ fn count(n: usize) -> u32 {
 
 /// Metrics and validity of a completed stream.
 pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
+    let mut r = figures(plan, c);
+    let m = &c.metrics;
+    r.invalid_reasons.extend(validity(plan, m, &r));
+    r.valid = r.invalid_reasons.is_empty();
+    r
+}
+
+/// The figures of a completed stream, checked only for figures the server cannot have
+/// measured ([`impossible_figures`], the reasons); `valid` says whether there are none. The
+/// checks of a fixed-size trial ([`validity`]: the prompt's size, a quarter of `num_predict`)
+/// are not made: a chat turn ([`crate::agentic`]) has its own.
+pub fn figures(plan: &TrialPlan, c: &Completed) -> TrialRecord {
     let mut r = base(plan);
     let m = &c.metrics;
     r.retried = c.retried;
@@ -163,7 +175,6 @@ pub fn from_completed(plan: &TrialPlan, c: &Completed) -> TrialRecord {
         prompt_bytes: plan.prompt_chars as u64,
     };
     r.invalid_reasons = impossible_figures(m, &seen);
-    r.invalid_reasons.extend(validity(plan, m, &r));
     r.valid = r.invalid_reasons.is_empty();
     r
 }

@@ -106,10 +106,17 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         .flat_map(|rec| std::iter::once(rec.test_name.clone()).chain(rec.matrix_test_name.clone()))
         .collect();
     mark_targets(&mut report, &targets);
+    // Phase 2: the sessions of the run (src/agentic), by model.
+    let (sessions, sessions_unreadable) = crate::agentic::report::read(run).map_err(read_error)?;
+    report.phase2 = sessions.iter().map(Phase2::of).collect();
+    report
+        .phase2
+        .sort_by(|a, b| (&a.model, &a.test_name).cmp(&(&b.model, &b.test_name)));
     report.files_not_read = cells
         .unreadable
         .into_iter()
         .chain(records.unreadable)
+        .chain(sessions_unreadable)
         .map(|u| Unreadable {
             // Relative to the run directory, so the same files give the same bytes anywhere.
             path: u
@@ -167,6 +174,59 @@ pub struct Report {
     /// optimizer's records. Absent from the JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files_not_read: Vec<Unreadable>,
+    /// Phase 2: the run's sustained sessions (`cargo test --test agentic`), one per session
+    /// test, by model; the Markdown's summary gains a "Phase 2" column per model when there are
+    /// any. Absent from the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phase2: Vec<Phase2>,
+}
+
+/// One session test of the run, as the performance matrix shows it (details in
+/// `agentic_sessions.md`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Phase2 {
+    /// The model.
+    pub model: String,
+    /// The session test.
+    pub test_name: String,
+    /// `coding`, `rag` or `chat`.
+    pub workload: String,
+    /// `num_ctx`.
+    pub num_ctx: u32,
+    /// Wall time (s).
+    pub wall_s: f64,
+    /// The session's verdict.
+    pub verdict: Verdict,
+    /// Share of turns that succeeded.
+    pub success_rate: Option<f64>,
+    /// Share of answers with the expected fact.
+    pub accuracy: Option<f64>,
+    /// Mean prompt-cache reuse.
+    pub cache_reuse: Option<f64>,
+    /// TTFT seconds per 1K tokens of history.
+    pub ttft_s_per_1k: Option<f64>,
+    /// RSS growth, % of the loaded size.
+    pub rss_growth_pct: Option<f64>,
+}
+
+impl Phase2 {
+    /// From a session result.
+    pub fn of(r: &crate::agentic::SessionResult) -> Phase2 {
+        let a = &r.analysis;
+        Phase2 {
+            model: r.session.model.clone(),
+            test_name: r.session.test_name.clone(),
+            workload: r.session.workload.label().to_string(),
+            num_ctx: r.session.num_ctx,
+            wall_s: r.wall_s,
+            verdict: r.verdict(),
+            success_rate: a.success_rate,
+            accuracy: a.accuracy,
+            cache_reuse: a.cache_reuse,
+            ttft_s_per_1k: a.ttft_per_1k.as_ref().map(|l| l.slope),
+            rss_growth_pct: a.rss.growth_pct,
+        }
+    }
 }
 
 /// Number of cells per verdict.
@@ -404,6 +464,7 @@ pub fn aggregate(cells: &[CellResult]) -> Report {
         models,
         definitions: definitions(),
         files_not_read: Vec::new(),
+        phase2: Vec::new(),
     }
 }
 

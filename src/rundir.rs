@@ -28,6 +28,8 @@ use crate::results::CellResult;
 
 /// Directory of the cell results.
 pub const CELLS_DIR: &str = "cells";
+/// Directory of the session results ([`crate::agentic`]).
+pub const SESSIONS_DIR: &str = "sessions";
 /// Directory of the reports.
 pub const REPORTS_DIR: &str = "comparative_analysis";
 /// Directory (under [`REPORTS_DIR`]) of the optimizer's search records.
@@ -107,6 +109,16 @@ impl RunDir {
     /// The result file of a cell: `cells/<test name with :: → __>.json`.
     pub fn cell_path(&self, test_name: &str) -> PathBuf {
         self.cells_dir().join(cell_file_name(test_name))
+    }
+
+    /// The directory of the session results.
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.root.join(SESSIONS_DIR)
+    }
+
+    /// The result file of a session: `sessions/<test name with :: → __>.json`.
+    pub fn session_path(&self, test_name: &str) -> PathBuf {
+        self.sessions_dir().join(cell_file_name(test_name))
     }
 
     /// Every cell result of the run, sorted by test name; a file that cannot be read is an

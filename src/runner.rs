@@ -69,16 +69,7 @@ pub fn run_cell(spec: &CellSpec, env: &RunEnv) -> CellResult {
 /// Runs one cell with `opts`.
 pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellResult {
     let started = Instant::now();
-    let meta = RunMetadata {
-        run_id: env.run_id.clone(),
-        started_at: rfc3339(SystemTime::now()),
-        harness_version: HARNESS_VERSION.to_string(),
-        // Redacted: no userinfo, no query value (config::redact_url).
-        server: env.config.display_url(),
-        env: Config::recorded_env(),
-        host: monitor::host_info(),
-        ..RunMetadata::default()
-    };
+    let meta = run_metadata(env);
     let run = RUNTIME.block_on(phases(spec, env, opts, meta));
     let result = assemble(spec, run, started.elapsed().as_secs_f64());
     eprintln!(
@@ -98,6 +89,21 @@ pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellR
     result
 }
 
+/// What a test of the run records before it contacts the server: run id, start, harness
+/// version, the server (redacted: no userinfo, no query value, config::redact_url), the
+/// recorded environment and the host.
+pub(crate) fn run_metadata(env: &RunEnv) -> RunMetadata {
+    RunMetadata {
+        run_id: env.run_id.clone(),
+        started_at: rfc3339(SystemTime::now()),
+        harness_version: HARNESS_VERSION.to_string(),
+        server: env.config.display_url(),
+        env: Config::recorded_env(),
+        host: monitor::host_info(),
+        ..RunMetadata::default()
+    }
+}
+
 // --- A result that cannot be written (issue 7): the test fails with the path and the cause ---
 
 std::thread_local! {
@@ -107,6 +113,12 @@ std::thread_local! {
 
 fn unsaved_result(spec: &CellSpec, e: crate::rundir::StoreError) {
     progress(spec, &format!("error: the result was not written: {e}"));
+    record_unsaved(&e);
+}
+
+/// Records a result file that could not be written, for [`take_unsaved_results`] (the
+/// sessions of [`crate::agentic`] use it too).
+pub(crate) fn record_unsaved(e: &crate::rundir::StoreError) {
     UNSAVED.with(|u| u.borrow_mut().push(e.to_string()));
 }
 
@@ -429,7 +441,7 @@ async fn measure_cell(
 
 /// The server tree's CPU over [`monitor::SERVER_IDLE_WINDOW`] with no request of ours in
 /// flight; `None` when the server is not a process proven to be on this host.
-async fn server_idle(monitor: &Monitor) -> Option<monitor::CpuUsage> {
+pub(crate) async fn server_idle(monitor: &Monitor) -> Option<monitor::CpuUsage> {
     let mark = monitor.guard_mark()?;
     tokio::time::sleep(monitor::SERVER_IDLE_WINDOW).await;
     monitor.cpu_since(&mark)
@@ -478,7 +490,7 @@ async fn after_trials(client: &OllamaClient, spec: &CellSpec, monitor: &Monitor,
 // ---------------------------------------------------------------------------------------------
 
 /// Facts of the server and the model, into the metadata.
-fn record_facts(meta: &mut RunMetadata, facts: &ModelFacts) {
+pub(crate) fn record_facts(meta: &mut RunMetadata, facts: &ModelFacts) {
     meta.server_version = Some(facts.version.clone());
     meta.model_digest = facts.tag.digest.clone();
     let d = &facts.show.details;
@@ -514,7 +526,7 @@ fn admit(spec: &CellSpec, meta: &RunMetadata, opts: &CellOptions) -> Result<(), 
 /// of the process proven to hold the server's listening socket ([`monitor::find_server_pid`]);
 /// when that process cannot be seen, only the server's own unload is waited for — never the
 /// runners of some other server.
-async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
+pub(crate) async fn clean_slate(client: &OllamaClient, cfg: &Config) -> Result<(), BackendError> {
     client.unload_all(cfg.unload_timeout).await?;
     // Wait for runner processes to exit too (the server kills them asynchronously).
     if let Some(server) = monitor::find_server_pid(&cfg.origin()) {

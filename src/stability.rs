@@ -75,24 +75,6 @@ pub fn score(trials: &[TrialRecord]) -> StabilityBreakdown {
     s
 }
 
-/// A small deterministic generator (SplitMix64): the interval must not change between runs or
-/// versions of a random-number crate, or the goldens and verdicts would.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// The 2.5th and 97.5th percentiles of the score over resamples of the measured trials; absent
 /// with fewer than [`MIN_TRIALS`] valid trials, where no component can move.
 fn bootstrap(measured: &[&TrialRecord]) -> Option<(f64, f64)> {
@@ -104,7 +86,7 @@ fn bootstrap(measured: &[&TrialRecord]) -> Option<(f64, f64)> {
         let x = t.decode_tps.unwrap_or(-1.0).to_bits() ^ t.rss_after_bytes.unwrap_or(0);
         h.rotate_left(7) ^ x ^ u64::from(t.valid)
     });
-    let mut rng = SplitMix64(seed);
+    let mut rng = stats::SplitMix64::new(seed);
     let n = measured.len();
     let mut scores = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
     let mut picks = vec![0usize; n];

@@ -173,10 +173,164 @@ pub fn slope(values: &[f64]) -> Option<f64> {
     Some(num / den)
 }
 
+/// A small deterministic generator (SplitMix64): intervals and generated workloads must not
+/// change between runs or versions of a random-number crate, or the goldens and verdicts would.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Approximately standard normal (Irwin–Hall: the sum of 12 uniforms minus 6).
+    pub fn next_normal(&mut self) -> f64 {
+        (0..12).map(|_| self.next_f64()).sum::<f64>() - 6.0
+    }
+
+    /// A number below `n` (> 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// `items` in an order chosen by the generator (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i + 1);
+            items.swap(i, j);
+        }
+    }
+}
+
+/// A least-squares line `y = intercept + slope·x`, with the 95 % Student-t interval of the slope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineFit {
+    /// Points fitted.
+    pub n: usize,
+    /// Slope (units of y per unit of x).
+    pub slope: f64,
+    /// Value at x = 0.
+    pub intercept: f64,
+    /// Lower bound of the slope's interval; absent for n < 3 (no residual degrees of freedom).
+    pub ci_low: Option<f64>,
+    /// Upper bound of the slope's interval; absent for n < 3.
+    pub ci_high: Option<f64>,
+}
+
+/// Least-squares fit of `ys` against `xs` (same length); `None` for fewer than 2 points or
+/// when every x is the same. The slope's interval is `slope ± t(n−2)·se`, with
+/// `se = sqrt(Σ residual² / (n − 2) / Σ (x − x̄)²)`.
+pub fn line_fit(xs: &[f64], ys: &[f64]) -> Option<LineFit> {
+    let n = xs.len().min(ys.len());
+    if n < 2 {
+        return None;
+    }
+    let (xs, ys) = (&xs[..n], &ys[..n]);
+    let (xm, ym) = (mean(xs)?, mean(ys)?);
+    let sxx: f64 = xs.iter().map(|x| (x - xm).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - xm) * (y - ym)).sum();
+    let slope = sxy / sxx;
+    let intercept = ym - slope * xm;
+    let (ci_low, ci_high) = if n >= 3 {
+        let sse: f64 = xs
+            .iter()
+            .zip(ys)
+            .map(|(x, y)| (y - intercept - slope * x).powi(2))
+            .sum();
+        let se = (sse / (n - 2) as f64 / sxx).sqrt();
+        let h = t_critical(CONFIDENCE, (n - 2) as f64) * se;
+        (Some(slope - h), Some(slope + h))
+    } else {
+        (None, None)
+    };
+    Some(LineFit {
+        n,
+        slope,
+        intercept,
+        ci_low,
+        ci_high,
+    })
+}
+
+/// The 95 % Wilson score interval of a proportion of `successes` in `n` trials; `None` for
+/// n = 0. Unlike the normal approximation it stays inside [0, 1] and is not empty at 0 or n.
+pub fn wilson(successes: usize, n: usize) -> Option<(f64, f64)> {
+    if n == 0 {
+        return None;
+    }
+    let z = t_critical_normal(CONFIDENCE);
+    let (k, n) = (successes.min(n) as f64, n as f64);
+    let p = k / n;
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+}
+
+/// Two-sided standard-normal critical value for `confidence` (1.96 at 95 %).
+pub fn t_critical_normal(confidence: f64) -> f64 {
+    use statrs::distribution::Normal;
+    Normal::new(0.0, 1.0)
+        .expect("a standard normal")
+        .inverse_cdf(1.0 - (1.0 - confidence) / 2.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[test]
+    fn line_fit_of_a_known_line_and_its_interval() {
+        let xs = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let f = line_fit(&xs, &[2.0, 4.0, 6.0, 8.0, 10.0]).unwrap();
+        assert!((f.slope - 2.0).abs() < 1e-12 && f.intercept.abs() < 1e-12);
+        assert!(
+            (f.ci_low.unwrap() - 2.0).abs() < 1e-9,
+            "a perfect line has no spread"
+        );
+        // y = 1, 3, 2, 5, 4: slope 0.8, residual SS 3.6, se = sqrt(3.6/3/10), t(3) = 3.1824.
+        let f = line_fit(&xs, &[1.0, 3.0, 2.0, 5.0, 4.0]).unwrap();
+        assert!((f.slope - 0.8).abs() < 1e-12);
+        let h = 3.182_446_305 * (3.6f64 / 3.0 / 10.0).sqrt();
+        assert!((f.ci_high.unwrap() - (0.8 + h)).abs() < 1e-6);
+        assert!(line_fit(&[1.0, 1.0], &[1.0, 2.0]).is_none());
+        assert!(line_fit(&[1.0, 2.0], &[1.0, 2.0]).unwrap().ci_low.is_none());
+    }
+
+    #[test]
+    fn wilson_interval_matches_the_textbook() {
+        // 19 of 20: Wilson 95 % interval 0.7639–0.9911 (Newcombe 1998, method 3).
+        let (lo, hi) = wilson(19, 20).unwrap();
+        assert!(
+            (lo - 0.7639).abs() < 1e-3 && (hi - 0.9911).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = wilson(20, 20).unwrap();
+        assert!(
+            (hi - 1.0).abs() < 1e-12 && (lo - 0.8389).abs() < 1e-3,
+            "{lo}"
+        );
+        assert_eq!(wilson(0, 0), None);
+    }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol

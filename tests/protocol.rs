@@ -4,6 +4,7 @@
 //! requests it sent, the verdict, the reasons, the stop reason, and that it never hangs.
 
 #[path = "support/scripted_server.rs"]
+#[allow(dead_code)] // each test target uses part of the scripted server
 mod scripted_server;
 
 use std::path::PathBuf;

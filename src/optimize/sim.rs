@@ -14,35 +14,7 @@ use crate::rundir::{RunDir, save_json};
 use crate::stability;
 use crate::stats::summarize;
 
-/// SplitMix64: a tiny, well-mixed 64-bit PRNG (Steele, Lea, Flood 2014).
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Approximately standard normal (Irwin–Hall: the sum of 12 uniforms minus 6).
-    pub fn next_normal(&mut self) -> f64 {
-        (0..12).map(|_| self.next_f64()).sum::<f64>() - 6.0
-    }
-}
+pub use crate::stats::SplitMix64;
 
 /// FNV-1a hash of a string (to derive a probe's noise seed from its test name).
 pub fn fnv1a(s: &str) -> u64 {

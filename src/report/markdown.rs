@@ -116,6 +116,7 @@ fn summary_table(o: &mut String, r: &Report) {
         r.rows
             .iter()
             .filter(|row| !super::is_probe(&row.cell.test_name)),
+        &r.phase2,
     );
     out!(o);
     out!(
@@ -150,17 +151,31 @@ fn summary_table(o: &mut String, r: &Report) {
             r.rows
                 .iter()
                 .filter(|row| super::is_probe(&row.cell.test_name)),
+            &r.phase2,
         );
         out!(o);
     }
 }
 
-fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) {
-    out!(
-        o,
-        "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit |"
-    );
-    out!(o, "|---|---|---|---|---|---|---|");
+fn summary_rows<'a>(
+    o: &mut String,
+    rows: impl Iterator<Item = &'a super::Row>,
+    phase2: &[super::Phase2],
+) {
+    // The Phase 2 column (sustained sessions of the model) appears only when the run has any.
+    if phase2.is_empty() {
+        out!(
+            o,
+            "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit |"
+        );
+        out!(o, "|---|---|---|---|---|---|---|");
+    } else {
+        out!(
+            o,
+            "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit | Phase 2 |"
+        );
+        out!(o, "|---|---|---|---|---|---|---|---|");
+    }
     for row in rows {
         let mut model = row.cell.model.clone();
         if super::is_probe(&row.cell.test_name) {
@@ -173,9 +188,14 @@ fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) 
         if row.target {
             model = format!("[TARGET] {model}");
         }
+        let sustained = if phase2.is_empty() {
+            String::new()
+        } else {
+            format!(" {} |", cell(&phase2_of(&row.cell.model, phase2)))
+        };
         out!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |{sustained}",
             cell(&model),
             context(row.cell.num_ctx, row.cell.fill_tokens),
             row.ttft_s.as_ref().map_or_else(
@@ -188,6 +208,42 @@ fn summary_rows<'a>(o: &mut String, rows: impl Iterator<Item = &'a super::Row>) 
             opt_fixed(row.stability.as_ref().map(|s| s.score), 2),
             cell(&row.use_case_fit)
         );
+    }
+}
+
+/// The Phase 2 cell of a model: each of its sessions, e.g. `✅ coding 4k (75 s): success 100%,
+/// accuracy 40%, cache reuse 0.95, TTFT 0.12 s/1K, RSS +3.1%`; `–` without sessions.
+fn phase2_of(model: &str, phase2: &[super::Phase2]) -> String {
+    let pct = |v: Option<f64>| v.map_or(MISSING.to_string(), |x| format!("{:.0}%", x * 100.0));
+    let parts: Vec<String> = phase2
+        .iter()
+        .filter(|p| p.model == *model)
+        .map(|p| {
+            let mark = match p.verdict {
+                Verdict::Pass => "✅",
+                Verdict::Marginal => "⚠️",
+                Verdict::Fail => "❌",
+                Verdict::Invalid | Verdict::Skipped => "❔",
+            };
+            format!(
+                "{mark} {} {} ({:.0} s, {}): success {}, accuracy {}, cache reuse {}, TTFT {} s/1K, RSS {}",
+                p.workload,
+                crate::matrix::ctx_label(p.num_ctx).trim_start_matches("ctx_"),
+                p.wall_s,
+                p.verdict.label(),
+                pct(p.success_rate),
+                pct(p.accuracy),
+                opt_fixed(p.cache_reuse, 2),
+                opt_fixed(p.ttft_s_per_1k, 2),
+                p.rss_growth_pct
+                    .map_or(MISSING.to_string(), |g| format!("{g:+.1}%")),
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        MISSING.to_string()
+    } else {
+        parts.join("; ")
     }
 }
 

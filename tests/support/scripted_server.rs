@@ -180,6 +180,69 @@ pub enum Answer {
     Never,
 }
 
+/// How `/api/chat` answers (the sessions of `tests/agentic_protocol.rs`).
+///
+/// The scripted chat template renders each message as `<role>\n{content}\n` and ends with the
+/// generation prompt `<assistant>\n`; the tokenizer counts one token per [`CHARS_PER_TOKEN`]
+/// bytes of that text. `prompt_eval_count` is the whole prompt, as Ollama reports it;
+/// `prompt_eval_duration` is [`CHAT_NS_PER_TOKEN`] per token processed (the server also waits
+/// that long before its first line), so the figures are exact.
+#[derive(Clone)]
+pub struct ChatScript {
+    /// Whether the server keeps the previous prompt and its answer and processes only what
+    /// follows their common prefix with the new prompt (when at least the system message is
+    /// common), or processes every prompt whole.
+    pub prefix_cache: bool,
+    /// Drop the oldest messages after the system message, silently, while the prompt counts
+    /// more than this many tokens.
+    pub drop_above_tokens: Option<u64>,
+    /// Bytes of memory the server allocates, writes and keeps per chat request, for the first
+    /// `leak_turns` requests (`None`: every request).
+    pub leak_bytes_per_turn: usize,
+    /// See `leak_bytes_per_turn`.
+    pub leak_turns: Option<usize>,
+    /// Every n-th chat request (1-based) ends with an error line after one chunk.
+    pub fail_every: Option<usize>,
+    /// The answer to a request, from its messages (JSON values with `role` and `content`).
+    pub answer: ChatAnswerFn,
+}
+
+/// Chooses the answer of a chat request from its messages.
+pub type ChatAnswerFn = Arc<dyn Fn(&[Value]) -> String + Send + Sync>;
+
+/// `prompt_eval_duration` per processed token of a chat request (ns): 50 000 tokens/s.
+pub const CHAT_NS_PER_TOKEN: u64 = 20_000;
+
+impl Default for ChatScript {
+    fn default() -> Self {
+        ChatScript {
+            prefix_cache: true,
+            drop_above_tokens: None,
+            leak_bytes_per_turn: 0,
+            leak_turns: None,
+            fail_every: None,
+            answer: Arc::new(|_| "I am not sure.".to_string()),
+        }
+    }
+}
+
+/// What the chat endpoint did with one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatServed {
+    /// 1-based among chat requests.
+    pub n: usize,
+    /// Messages received, and messages kept after dropping.
+    pub messages: (usize, usize),
+    /// `prompt_eval_count` reported (tokens of the kept messages).
+    pub prompt_tokens: u64,
+    /// Tokens processed (not served from the cache).
+    pub processed: u64,
+    /// `eval_count`.
+    pub eval_count: u64,
+    /// Whether the request was failed on purpose.
+    pub failed: bool,
+}
+
 /// Chooses the behaviour of measured trial `n` (1-based).
 pub type MeasuredScript = Arc<dyn Fn(usize) -> Behaviour + Send + Sync>;
 
@@ -224,6 +287,8 @@ pub struct Script {
     pub chunk_delay: Duration,
     /// Endpoints (`"GET /api/version"`) that answer otherwise than normally.
     pub answers: Vec<(String, Answer)>,
+    /// How `/api/chat` answers.
+    pub chat: ChatScript,
 }
 
 impl Script {
@@ -248,6 +313,7 @@ impl Script {
             first_line_delay: Duration::from_millis(15),
             chunk_delay: Duration::from_millis(8),
             answers: Vec::new(),
+            chat: ChatScript::default(),
         }
     }
 
@@ -332,6 +398,12 @@ struct State {
     prompt_requests: usize,
     /// Requests per scripted endpoint so far.
     answered: std::collections::HashMap<String, usize>,
+    /// Chat: the previous prompt and its answer, as rendered.
+    chat_cache: String,
+    /// Chat: what each request got.
+    chat_served: Vec<ChatServed>,
+    /// Chat: memory kept on purpose (`ChatScript::leak_bytes_per_turn`).
+    leaked: Vec<Vec<u8>>,
 }
 
 struct Shared {
@@ -415,6 +487,11 @@ impl ScriptedServer {
             .into_iter()
             .filter(Recorded::is_generate)
             .collect()
+    }
+
+    /// What the chat endpoint did with each request so far.
+    pub fn chat_served(&self) -> Vec<ChatServed> {
+        self.shared.state().chat_served.clone()
     }
 
     /// The generate requests that carried a prompt (calibration, warm-up, measured trials).
@@ -729,6 +806,7 @@ async fn route(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io::R
             respond_json(w, shared, 200, &json!({ "models": models })).await
         }
         ("POST", "/api/generate") => generate(req, shared, w).await,
+        ("POST", "/api/chat") => chat(req, shared, w).await,
         _ => {
             let body = "404 page not found";
             let head = format!(
@@ -917,6 +995,139 @@ async fn generate(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io
             Ok(After::KeepAlive)
         }
     }
+}
+
+/// The scripted chat template of `messages`, message by message (the generation prompt last).
+fn render(messages: &[Value]) -> Vec<String> {
+    let mut parts: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            format!(
+                "<{}>\n{}\n",
+                m.get("role").and_then(Value::as_str).unwrap_or(""),
+                m.get("content").and_then(Value::as_str).unwrap_or("")
+            )
+        })
+        .collect();
+    parts.push("<assistant>\n".to_string());
+    parts
+}
+
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
+}
+
+async fn chat(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io::Result<After> {
+    let script = &shared.script;
+    let cs = &script.chat;
+    let model = model_of(&req.body);
+    if !same_name(&model, &script.model) {
+        return respond_json(w, shared, 404, &not_found(&model)).await;
+    }
+    let started = Instant::now();
+    let load_ns = ensure_loaded(shared, &req.body);
+    let mut messages: Vec<Value> = req
+        .body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let received = messages.len();
+    let tokens_of = |m: &[Value]| render(m).concat().len() as u64 / CHARS_PER_TOKEN;
+    if let Some(cap) = cs.drop_above_tokens {
+        while tokens_of(&messages) > cap && messages.len() > 2 {
+            messages.remove(1);
+        }
+    }
+    let parts = render(&messages);
+    let prompt = parts.concat();
+    let count = prompt.len() as u64 / CHARS_PER_TOKEN;
+    let (n, cached) = {
+        let mut st = shared.state();
+        let n = st.chat_served.len() + 1;
+        let common = common_prefix(&st.chat_cache, &prompt);
+        // Nothing is reused unless at least the system message is common.
+        let cached = if cs.prefix_cache && common >= parts[0].len() {
+            common as u64 / CHARS_PER_TOKEN
+        } else {
+            0
+        };
+        if cs.leak_turns.is_none_or(|t| n <= t) && cs.leak_bytes_per_turn > 0 {
+            // Written, so that the pages are resident.
+            st.leaked.push(vec![0x5a; cs.leak_bytes_per_turn]);
+        }
+        (n, cached.min(count))
+    };
+    let processed = count - cached;
+    let prefill_ns = processed * CHAT_NS_PER_TOKEN;
+    tokio::time::sleep(Duration::from_nanos(prefill_ns)).await;
+    let num_predict = match u64_option(&req.body, "num_predict") {
+        Some(n) if n > 0 => n.min(MAX_OUTPUT_TOKENS),
+        _ => MAX_OUTPUT_TOKENS,
+    };
+    let failed = cs.fail_every.is_some_and(|k| n % k == 0);
+    // The answer, padded to whole tokens and cut at num_predict tokens.
+    let mut answer = (cs.answer)(&messages);
+    while !answer.len().is_multiple_of(CHARS_PER_TOKEN as usize) {
+        answer.push(' ');
+    }
+    let chunks: Vec<String> = answer
+        .as_bytes()
+        .chunks(CHARS_PER_TOKEN as usize)
+        .take(num_predict as usize)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let decode_start = Instant::now();
+    let mut out = ChunkedWriter::new(w, shared);
+    for (i, c) in chunks.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(script.chunk_delay).await;
+        }
+        out.line(&json!({"model": script.model, "created_at": CREATED_AT, "message": {"role": "assistant", "content": c}, "done": false}))
+            .await?;
+        if failed {
+            break;
+        }
+    }
+    let served = ChatServed {
+        n,
+        messages: (received, messages.len()),
+        prompt_tokens: count,
+        processed,
+        eval_count: chunks.len() as u64,
+        failed,
+    };
+    if failed {
+        shared.state().chat_served.push(served);
+        tokio::time::sleep(script.chunk_delay).await;
+        out.line(&json!({ "error": "scripted failure: the runner went away" }))
+            .await?;
+        out.end().await?;
+        return Ok(After::KeepAlive);
+    }
+    {
+        let mut st = shared.state();
+        st.chat_cache = format!("{prompt}{}", chunks.concat());
+        st.chat_served.push(served);
+    }
+    tokio::time::sleep(script.chunk_delay).await;
+    let eval_ns = decode_start.elapsed().as_nanos() as u64;
+    let last = json!({
+        "model": script.model,
+        "created_at": CREATED_AT,
+        "message": {"role": "assistant", "content": ""},
+        "done": true,
+        "done_reason": "stop",
+        "total_duration": started.elapsed().as_nanos() as u64,
+        "load_duration": load_ns,
+        "prompt_eval_count": count,
+        "prompt_eval_duration": prefill_ns,
+        "eval_count": chunks.len(),
+        "eval_duration": eval_ns
+    });
+    out.line(&last).await?;
+    out.end().await?;
+    Ok(After::KeepAlive)
 }
 
 /// Writes an NDJSON stream as a chunked body: headers go out together with the first line.
