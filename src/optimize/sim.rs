@@ -165,6 +165,7 @@ impl SimServer {
             },
             fidelity: Vec::new(),
             wall_s: self.wall_s,
+            prediction: None,
         }
     }
 }
