@@ -346,7 +346,11 @@ impl Predictor {
             notes,
             made_at: rfc3339(SystemTime::now()),
             model: spec.model.clone(),
-            ram: RamCheck::now(f.ram_delta_bytes, spec.gates.ram_max_pct),
+            // This machine's memory says nothing of another's.
+            ram: match self.host.source {
+                host::HostSource::MeasuredHere => RamCheck::now(f.ram_delta_bytes, spec.gates.ram_max_pct),
+                host::HostSource::File { .. } => None,
+            },
             shape,
             weights_from,
             host: self.host.clone(),
