@@ -32,7 +32,14 @@ use o3_suite::rundir::save_json;
 use scripted_server::{CatalogModel, Script, ScriptedServer};
 use serde_json::{Value, json};
 
-fn model(name: &str, size: u64, family: &str, params: &str, quant: &str, info: Value) -> CatalogModel {
+fn model(
+    name: &str,
+    size: u64,
+    family: &str,
+    params: &str,
+    quant: &str,
+    info: Value,
+) -> CatalogModel {
     CatalogModel {
         name: name.into(),
         size,
@@ -184,12 +191,21 @@ fn the_users_matrix_is_predicted_from_api_show_alone() {
     // Listing contacts nothing.
     let list = run(&server, &results, &["--list"]);
     assert!(list.status.success());
-    assert_eq!(String::from_utf8_lossy(&list.stdout).matches(": test").count(), 14);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout)
+            .matches(": test")
+            .count(),
+        14
+    );
     assert!(server.requests().is_empty(), "{:?}", server.requests());
 
     let out = run(&server, &results, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let paths: Vec<String> = server
         .requests()
         .iter()
@@ -206,7 +222,10 @@ fn the_users_matrix_is_predicted_from_api_show_alone() {
             .unwrap();
     let cells = json["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 14);
-    assert!(cells.iter().all(|c| c["prediction"]["status"] == "made"), "{json}");
+    assert!(
+        cells.iter().all(|c| c["prediction"]["status"] == "made"),
+        "{json}"
+    );
     let fig = |test: &str, key: &str| -> f64 {
         let c = cells
             .iter()
@@ -218,7 +237,12 @@ fn the_users_matrix_is_predicted_from_api_show_alone() {
             .unwrap()
     };
     // Memory grows with the context, for every model.
-    for m in ["gemma3_tools_27b", "liquid_rag", "qwen25_3b", "gemma3_latest"] {
+    for m in [
+        "gemma3_tools_27b",
+        "liquid_rag",
+        "qwen25_3b",
+        "gemma3_latest",
+    ] {
         let ram: Vec<f64> = ["64k", "128k", "256k"]
             .iter()
             .map(|k| fig(&format!("{m}::ctx_{k}"), "ram_delta_bytes"))
@@ -229,7 +253,10 @@ fn the_users_matrix_is_predicted_from_api_show_alone() {
     // = 10 GiB + 52 × 8 KiB × 1280; without the window it would be 62 GiB.
     let kv = fig("gemma3_tools_27b::ctx_128k", "kv_cache_bytes");
     assert_eq!(kv, 10.0 * 8192.0 * 131_072.0 + 52.0 * 8192.0 * 1280.0);
-    assert_eq!(fig("gemma3_tools_27b::ctx_128k", "kv_cache_full_bytes"), 62.0 * 8192.0 * 131_072.0);
+    assert_eq!(
+        fig("gemma3_tools_27b::ctx_128k", "kv_cache_full_bytes"),
+        62.0 * 8192.0 * 131_072.0
+    );
     // The fill is 1024 everywhere, so decode barely moves with the allocated context.
     let d64 = fig("gemma3_tools_27b::ctx_64k", "decode_tps");
     let d256 = fig("gemma3_tools_27b::ctx_256k", "decode_tps");

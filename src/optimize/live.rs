@@ -46,13 +46,21 @@ pub enum ModelOutcome {
 
 /// The cap from the preflight facts, the prediction of the largest matrix row (its RAM Δ as a
 /// fixed part plus KV per context token) and the system's memory now.
-fn cap_of(pre: &ModelFacts, rows: &[CellSpec], predictor: &Result<Predictor, String>, ram_limit_pct: f64) -> ContextCap {
+fn cap_of(
+    pre: &ModelFacts,
+    rows: &[CellSpec],
+    predictor: &Result<Predictor, String>,
+    ram_limit_pct: f64,
+) -> ContextCap {
     let mut notes = Vec::new();
     let mem = monitor::system_memory();
     if mem.is_none() {
         notes.push("system memory unknown (/proc/meminfo unreadable)".into());
     }
-    let row = rows.iter().max_by_key(|r| r.num_ctx).expect("a model has rows");
+    let row = rows
+        .iter()
+        .max_by_key(|r| r.num_ctx)
+        .expect("a model has rows");
     let prediction = predictor
         .as_ref()
         .map_err(String::clone)
@@ -87,7 +95,12 @@ fn cap_of(pre: &ModelFacts, rows: &[CellSpec], predictor: &Result<Predictor, Str
 /// Where the context search starts: the largest grid context whose predicted TTFT and decode
 /// rate meet the row's absolute gates (engine-relative gates are not known before the run);
 /// `None` when nothing can be predicted.
-fn start_of(plan: &ModelPlan, pre: &ModelFacts, predictor: &Predictor, cfg: &OptConfig) -> Option<(u32, String)> {
+fn start_of(
+    plan: &ModelPlan,
+    pre: &ModelFacts,
+    predictor: &Predictor,
+    cfg: &OptConfig,
+) -> Option<(u32, String)> {
     let grid = plan.grid(cfg.grid_tokens);
     let mut predicted_pass = None;
     for &ctx in &grid {
@@ -96,13 +109,17 @@ fn start_of(plan: &ModelPlan, pre: &ModelFacts, predictor: &Predictor, cfg: &Opt
             return None;
         }
         let p = predictor.predict(&spec, &pre.show, pre.tag.size).ok()?;
-        if p.figures.ttft_s <= spec.gates.ttft_max_s && p.figures.decode_tps >= spec.gates.tok_s_min {
+        if p.figures.ttft_s <= spec.gates.ttft_max_s && p.figures.decode_tps >= spec.gates.tok_s_min
+        {
             predicted_pass = Some(ctx);
         }
     }
     Some(match predicted_pass {
         Some(c) => (c, "the largest context predicted to pass".to_string()),
-        None => (grid.first().copied()?, "no context is predicted to pass: the bottom of the grid".to_string()),
+        None => (
+            grid.first().copied()?,
+            "no context is predicted to pass: the bottom of the grid".to_string(),
+        ),
     })
 }
 

@@ -218,7 +218,10 @@ impl Engine<'_> {
         let (top, why) = match &self.plan.start {
             Some((ctx, why)) => match grid.iter().rposition(|g| g <= ctx) {
                 Some(i) => (i, format!("{why} ({} tokens)", grid[i])),
-                None => (0, format!("{why} (below the grid: its bottom, {} tokens)", grid[0])),
+                None => (
+                    0,
+                    format!("{why} (below the grid: its bottom, {} tokens)", grid[0]),
+                ),
             },
             None => (n - 1, format!("top of the grid ({} tokens)", grid[n - 1])),
         };

@@ -160,9 +160,20 @@ fn fit_one(
 /// The efficiencies for a model of `family` and `quantization`, fitted on `obs`.
 pub fn fit(obs: &[&Observation], family: &str, quantization: &str) -> Fitted {
     let imp = |o: &Observation| implied(&o.breakdown, &o.measured);
-    let (decode, decode_basis) = fit_one(obs, family, quantization, |o| imp(o).decode, DEFAULTS.decode);
-    let (prefill, prefill_basis) =
-        fit_one(obs, family, quantization, |o| imp(o).prefill, DEFAULTS.prefill);
+    let (decode, decode_basis) = fit_one(
+        obs,
+        family,
+        quantization,
+        |o| imp(o).decode,
+        DEFAULTS.decode,
+    );
+    let (prefill, prefill_basis) = fit_one(
+        obs,
+        family,
+        quantization,
+        |o| imp(o).prefill,
+        DEFAULTS.prefill,
+    );
     let (ram, ram_basis) = fit_one(
         obs,
         family,
@@ -240,7 +251,11 @@ pub fn leave_one_out(obs: &[Observation]) -> Vec<(String, String, FigureErrors)>
             let o = &obs[i];
             let f = fit(&others, &o.family, &o.quantization);
             let p = figures(&o.breakdown, &f.efficiencies);
-            (o.test_name.clone(), o.run_id.clone(), errors(&p, &o.measured))
+            (
+                o.test_name.clone(),
+                o.run_id.clone(),
+                errors(&p, &o.measured),
+            )
         })
         .collect()
 }

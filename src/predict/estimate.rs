@@ -85,7 +85,12 @@ impl Breakdown {
 }
 
 /// The costs of `inputs` for `shape` on `host`.
-pub fn breakdown(shape: &ModelShape, host: &HostModel, inputs: &CellInputs, kv: KvType) -> Breakdown {
+pub fn breakdown(
+    shape: &ModelShape,
+    host: &HostModel,
+    inputs: &CellInputs,
+    kv: KvType,
+) -> Breakdown {
     let ctx = u64::from(inputs.num_ctx);
     let depth = inputs.decode_depth().min(ctx);
     let weights = shape.weights_bytes as f64;

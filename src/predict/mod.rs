@@ -35,7 +35,9 @@ use crate::date::rfc3339;
 use crate::results::{CellResult, CellSpec, Verdict};
 
 use self::calibrate::{Calibration, Fitted, Observation};
-use self::estimate::{Breakdown, CellInputs, FigureErrors, Figures, Measured, breakdown, errors, figures};
+use self::estimate::{
+    Breakdown, CellInputs, FigureErrors, Figures, Measured, breakdown, errors, figures,
+};
 use self::host::HostModel;
 use self::model::{KvType, ModelShape};
 
@@ -76,8 +78,9 @@ impl PredictConfig {
     /// From `get` (the environment, or a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<PredictConfig, ConfigError> {
         let mut c = PredictConfig {
-            kv_type_from: "f16 (llama.cpp's default; set O3_PREDICT_KV_TYPE when the server uses another)"
-                .into(),
+            kv_type_from:
+                "f16 (llama.cpp's default; set O3_PREDICT_KV_TYPE when the server uses another)"
+                    .into(),
             ..PredictConfig::default()
         };
         if let Some(v) = get("O3_PREDICT_REMEASURE") {
@@ -249,7 +252,8 @@ impl CellPrediction {
                 p.figures.decode_tps,
                 p.figures.ram_delta_bytes / (1u64 << 20) as f64,
                 match &p.ram {
-                    Some(r) if r.crosses => format!(" (crosses the {}% RAM limit)", r.ram_limit_pct),
+                    Some(r) if r.crosses =>
+                        format!(" (crosses the {}% RAM limit)", r.ram_limit_pct),
                     _ => String::new(),
                 },
                 if p.fitted.cells() == 0 {
@@ -285,7 +289,10 @@ impl Predictor {
         let (host, host_from) = match &pc.host_model {
             Some(path) => {
                 let m = host::from_file(path)?;
-                (m, format!("host model of the server's machine from {}", path.display()))
+                (
+                    m,
+                    format!("host model of the server's machine from {}", path.display()),
+                )
             }
             None if !server_is_local(config) => {
                 return Err(format!(
@@ -336,7 +343,10 @@ impl Predictor {
         let fitted = self.calibration.fit(&shape.family, &shape.quantization);
         let f = figures(&b, &fitted.efficiencies);
         let mut notes = Vec::new();
-        if let Some(t) = shape.trained_context.filter(|t| *t < u64::from(spec.num_ctx)) {
+        if let Some(t) = shape
+            .trained_context
+            .filter(|t| *t < u64::from(spec.num_ctx))
+        {
             notes.push(format!(
                 "num_ctx {} is beyond the trained context {t}: Ollama clamps it, and the cell is refused",
                 spec.num_ctx
@@ -348,7 +358,9 @@ impl Predictor {
             model: spec.model.clone(),
             // This machine's memory says nothing of another's.
             ram: match self.host.source {
-                host::HostSource::MeasuredHere => RamCheck::now(f.ram_delta_bytes, spec.gates.ram_max_pct),
+                host::HostSource::MeasuredHere => {
+                    RamCheck::now(f.ram_delta_bytes, spec.gates.ram_max_pct)
+                }
                 host::HostSource::File { .. } => None,
             },
             shape,

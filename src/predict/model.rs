@@ -123,7 +123,10 @@ fn parse_parameter_size(s: &str) -> Option<u64> {
 impl ModelShape {
     /// The shape of a model from `/api/show` and its blob size (`/api/tags` `size`). The error
     /// names the key that is missing.
-    pub fn from_show(show: &ShowResponse, weights_bytes: Option<u64>) -> Result<ModelShape, String> {
+    pub fn from_show(
+        show: &ShowResponse,
+        weights_bytes: Option<u64>,
+    ) -> Result<ModelShape, String> {
         let info = &show.model_info;
         let mut notes = Vec::new();
         let arch = info
@@ -139,7 +142,8 @@ impl ModelShape {
             Some(v) => v.as_u64(),
             None => None,
         };
-        let layers = num("block_count").ok_or_else(|| format!("model_info has no {arch}.block_count"))?;
+        let layers =
+            num("block_count").ok_or_else(|| format!("model_info has no {arch}.block_count"))?;
         let heads = num_or_max("attention.head_count")
             .ok_or_else(|| format!("model_info has no {arch}.attention.head_count"))?;
         let embedding_length = num("embedding_length")
@@ -165,7 +169,9 @@ impl ModelShape {
             Some(d) => d,
             None if heads > 0 => {
                 let d = embedding_length / heads;
-                notes.push(format!("key_length missing: used embedding_length / head_count = {d}"));
+                notes.push(format!(
+                    "key_length missing: used embedding_length / head_count = {d}"
+                ));
                 d
             }
             None => return Err(format!("model_info has no {arch}.attention.key_length")),

@@ -89,7 +89,10 @@ pub fn read_report(run: &RunDir) -> Result<PredictionReport, StoreError> {
     let (n, loo) = match &cal {
         Some(c) => {
             let e = leave_one_out(&c.observations);
-            (c.observations.len(), summarize_errors(e.iter().map(|(_, _, e)| e)))
+            (
+                c.observations.len(),
+                summarize_errors(e.iter().map(|(_, _, e)| e)),
+            )
         }
         None => (0, ErrorSummary::default()),
     };
@@ -179,7 +182,12 @@ pub fn markdown(r: &PredictionReport) -> String {
     if let Some(p) = r.cells.iter().find_map(|c| c.prediction.made()) {
         out!(o, "Host: {} ({}).", p.host.describe(), p.host_from);
         out!(o);
-        out!(o, "KV cache type: {} ({}).", p.kv_type.name(), p.kv_type_from);
+        out!(
+            o,
+            "KV cache type: {} ({}).",
+            p.kv_type.name(),
+            p.kv_type_from
+        );
         out!(o);
     }
     out!(
@@ -189,7 +197,11 @@ pub fn markdown(r: &PredictionReport) -> String {
     out!(o, "|---|---|---|---|---|---|---|---|---|---|");
     for c in &r.cells {
         let s = &c.cell;
-        let ctx = format!("{} (fill {})", ctx_label(s.num_ctx), thousands(u64::from(s.fill_tokens)));
+        let ctx = format!(
+            "{} (fill {})",
+            ctx_label(s.num_ctx),
+            thousands(u64::from(s.fill_tokens))
+        );
         match &c.prediction {
             CellPrediction::Declined { why } => out!(
                 o,
@@ -264,7 +276,10 @@ fn error_row(o: &mut String, name: &str, e: Option<(f64, f64, usize)>) {
 
 /// The median and worst absolute error per figure, as a table.
 pub fn error_table(o: &mut String, s: &ErrorSummary) {
-    out!(o, "| Figure | Median abs. error | Worst abs. error | Cells |");
+    out!(
+        o,
+        "| Figure | Median abs. error | Worst abs. error | Cells |"
+    );
     out!(o, "|---|---|---|---|");
     error_row(o, "TTFT", s.ttft);
     error_row(o, "Decode tok/s", s.decode);
@@ -283,8 +298,7 @@ pub fn matrix_section<'a>(
     o: &mut String,
     rows: impl Iterator<Item = (&'a str, Option<&'a CellPrediction>)>,
 ) {
-    let rows: Vec<(&str, &CellPrediction)> =
-        rows.filter_map(|(t, p)| p.map(|p| (t, p))).collect();
+    let rows: Vec<(&str, &CellPrediction)> = rows.filter_map(|(t, p)| p.map(|p| (t, p))).collect();
     if rows.is_empty() {
         return;
     }

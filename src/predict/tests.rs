@@ -49,7 +49,10 @@ fn gemma27b(window: bool) -> ShowResponse {
     if window {
         info["gemma3.attention.sliding_window"] = json!(1024);
     }
-    show(json!({"family": "gemma3", "quantization_level": "Q4_0"}), info)
+    show(
+        json!({"family": "gemma3", "quantization_level": "Q4_0"}),
+        info,
+    )
 }
 
 fn host(bw: f64, gflops: f64) -> HostModel {
@@ -88,13 +91,20 @@ const GIB: f64 = (1u64 << 30) as f64;
 #[test]
 fn llama_kv_cache_at_4k_and_128k() {
     let m = ModelShape::from_show(&llama8b(), Some(4_920_000_000)).unwrap();
-    assert!(m.notes.iter().any(|n| n.contains("key_length missing")), "{:?}", m.notes);
+    assert!(
+        m.notes.iter().any(|n| n.contains("key_length missing")),
+        "{:?}",
+        m.notes
+    );
     // 32 layers × 8 KV heads × (128 + 128) × 2 B = 128 KiB a token.
     assert_eq!(m.kv_bytes_per_token_global(KvType::F16), 131_072.0);
     assert_eq!(m.kv_cache_bytes(4096, 512, KvType::F16), 0.5 * GIB);
     assert_eq!(m.kv_cache_bytes(131_072, 512, KvType::F16), 16.0 * GIB);
     // q8_0: 34 bytes per 32 elements → 69,632 B a token.
-    assert_eq!(m.kv_cache_bytes(131_072, 512, KvType::Q8_0), 69_632.0 * 131_072.0);
+    assert_eq!(
+        m.kv_cache_bytes(131_072, 512, KvType::Q8_0),
+        69_632.0 * 131_072.0
+    );
     assert_eq!(m.kv_cache_bytes_full(131_072, KvType::F16), 16.0 * GIB);
 }
 
@@ -107,8 +117,14 @@ fn gemma3_kv_cache_with_and_without_the_sliding_window() {
     // A local layer holds pad(1024 + 512, 256) = 1536 cells; 16 × 256 × 2 B = 8 KiB a cell.
     assert_eq!(m.swa_cells(131_072, 512), 1536);
     // 128K: 10 × 8 KiB × 131072 + 52 × 8 KiB × 1536 = 10 GiB + 624 MiB.
-    assert_eq!(m.kv_cache_bytes(131_072, 512, KvType::F16), 11_391_729_664.0);
-    assert_eq!(m.kv_cache_bytes_full(131_072, KvType::F16), 66_571_993_088.0);
+    assert_eq!(
+        m.kv_cache_bytes(131_072, 512, KvType::F16),
+        11_391_729_664.0
+    );
+    assert_eq!(
+        m.kv_cache_bytes_full(131_072, KvType::F16),
+        66_571_993_088.0
+    );
     // 4K: 10 × 8 KiB × 4096 + 52 × 8 KiB × 1536.
     assert_eq!(m.kv_cache_bytes(4096, 512, KvType::F16), 989_855_744.0);
     // Decode at depth 4096 reads the window only on local layers.
@@ -119,7 +135,10 @@ fn gemma3_kv_cache_with_and_without_the_sliding_window() {
     // Without the window in the metadata every layer holds the whole context.
     let full = ModelShape::from_show(&gemma27b(false), Some(15_000_000_000)).unwrap();
     assert!(full.layer_attention.iter().all(|l| !l.sliding));
-    assert_eq!(full.kv_cache_bytes(131_072, 512, KvType::F16), 66_571_993_088.0);
+    assert_eq!(
+        full.kv_cache_bytes(131_072, 512, KvType::F16),
+        66_571_993_088.0
+    );
     assert_eq!(full.kv_cache_bytes(4096, 512, KvType::F16), 2_080_374_784.0);
 }
 
@@ -139,15 +158,27 @@ fn per_layer_kv_heads_and_explicit_head_dims() {
     );
     let m = ModelShape::from_show(&s, Some(700_000_000)).unwrap();
     assert_eq!(m.parameters, 1_200_000_000, "from parameter_size");
-    assert_eq!(m.kv_bytes_per_token_global(KvType::F16), (12 * 96 * 2) as f64);
+    assert_eq!(
+        m.kv_bytes_per_token_global(KvType::F16),
+        (12 * 96 * 2) as f64
+    );
     // The layer without attention costs no attention FLOPs.
     assert_eq!(m.attention_flops(10.0), 2.0 * 4.0 * 32.0 * 64.0 * 10.0);
     let mut bad = s.clone();
     bad.model_info.remove("general.architecture");
-    assert!(ModelShape::from_show(&bad, Some(1)).unwrap_err().contains("general.architecture"));
+    assert!(
+        ModelShape::from_show(&bad, Some(1))
+            .unwrap_err()
+            .contains("general.architecture")
+    );
     let mut bad = s;
-    bad.model_info.insert("lfm2.attention.head_count_kv".into(), json!([8, 4]));
-    assert!(ModelShape::from_show(&bad, Some(1)).unwrap_err().contains("2 entries"));
+    bad.model_info
+        .insert("lfm2.attention.head_count_kv".into(), json!([8, 4]));
+    assert!(
+        ModelShape::from_show(&bad, Some(1))
+            .unwrap_err()
+            .contains("2 entries")
+    );
 }
 
 #[test]
@@ -180,7 +211,10 @@ fn llama_decode_and_prefill_by_hand() {
     assert!((f.ttft_s - prefill - 1.0 / f.decode_tps).abs() < 1e-9);
     // RAM Δ: weights + 1 GiB of KV at 8K + the compute buffer 4 · 512 · (4 · 4096 + 2 · 14336).
     assert_eq!(b.compute_buffer_bytes, 4.0 * 512.0 * (16_384.0 + 28_672.0));
-    assert_eq!(f.ram_delta_bytes, 4_920_000_000.0 + GIB + b.compute_buffer_bytes);
+    assert_eq!(
+        f.ram_delta_bytes,
+        4_920_000_000.0 + GIB + b.compute_buffer_bytes
+    );
 }
 
 #[test]
@@ -217,12 +251,33 @@ fn bits_per_weight_give_the_weights_when_only_api_show_is_known() {
     .unwrap()
     .remove(0);
     let pred = p.predict(&spec, &gemma27b(true), None).unwrap();
-    assert_eq!(pred.shape.weights_bytes, (27_009_002_240.0 * 4.5 / 8.0) as u64);
-    assert!(pred.weights_from.contains("4.5 bits"), "{}", pred.weights_from);
+    assert_eq!(
+        pred.shape.weights_bytes,
+        (27_009_002_240.0 * 4.5 / 8.0) as u64
+    );
+    assert!(
+        pred.weights_from.contains("4.5 bits"),
+        "{}",
+        pred.weights_from
+    );
     assert_eq!(pred.kv_type, KvType::Q8_0);
-    assert!(pred.notes[0].contains("beyond the trained context 131072"), "{:?}", pred.notes);
+    assert!(
+        pred.notes[0].contains("beyond the trained context 131072"),
+        "{:?}",
+        pred.notes
+    );
     assert_eq!(pred.fitted.decode_basis, Basis::Default);
-    assert!(p.predict(&spec, &show(json!({"quantization_level": "ZZ"}), gemma27b(true).model_info.into()), None).is_err());
+    assert!(
+        p.predict(
+            &spec,
+            &show(
+                json!({"quantization_level": "ZZ"}),
+                gemma27b(true).model_info.into()
+            ),
+            None
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -231,7 +286,8 @@ fn kv_type_settings_are_parsed_strictly() {
     let c = PredictConfig::from_lookup(get).unwrap();
     assert_eq!(c.kv_type, KvType::Q4_0);
     assert!(c.kv_type_from.contains("OLLAMA_KV_CACHE_TYPE"));
-    let e = PredictConfig::from_lookup(|k| (k == "O3_PREDICT_KV_TYPE").then(|| "q5".into())).unwrap_err();
+    let e = PredictConfig::from_lookup(|k| (k == "O3_PREDICT_KV_TYPE").then(|| "q5".into()))
+        .unwrap_err();
     assert!(e.to_string().contains("f16, q8_0, q4_0"), "{e}");
     let d = PredictConfig::from_lookup(|_| None).unwrap();
     assert_eq!(d.kv_type, KvType::F16);
@@ -239,7 +295,10 @@ fn kv_type_settings_are_parsed_strictly() {
 
 /// A deterministic ±`amp` noise.
 fn noise(i: u64, amp: f64) -> f64 {
-    let x = (i.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407) >> 33) as f64
+    let x = (i
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407)
+        >> 33) as f64
         / (1u64 << 31) as f64;
     1.0 + amp * (2.0 * x - 1.0)
 }
@@ -318,9 +377,15 @@ fn calibration_converges_on_a_simulated_host() {
         assert!(median < 0.05 && worst < 0.10, "{s:?}");
     }
     // Another family falls back to the host's cells, and says so.
-    assert_eq!(cal.fit("qwen2", "Q4_K_M").decode_basis, Basis::Host { n: cells.len() });
+    assert_eq!(
+        cal.fit("qwen2", "Q4_K_M").decode_basis,
+        Basis::Host { n: cells.len() }
+    );
     // No observation at all: the defaults.
-    assert_eq!(fit(&[], "llama", "Q4_K_M").efficiencies, calibrate::DEFAULTS);
+    assert_eq!(
+        fit(&[], "llama", "Q4_K_M").efficiencies,
+        calibrate::DEFAULTS
+    );
     // A cell run again under the same run id replaces its observation.
     let again = cal.observations[0].clone();
     cal.add(again);
