@@ -415,3 +415,53 @@ fn ram_checks_against_the_limit() {
     let r = RamCheck::of(32 << 30, 8 << 30, 17.0 * GIB, 80.0);
     assert!(!r.crosses);
 }
+
+#[test]
+fn the_matrix_section_shows_predicted_beside_measured_and_the_error_summary() {
+    let p = Predictor {
+        host: host(60.0, 800.0),
+        host_from: "test".into(),
+        calibration: Calibration::new(Host::default()),
+        config: PredictConfig::default(),
+    };
+    let spec = crate::matrix::parse(
+        std::path::Path::new("t.csv"),
+        "name,model,category,num_ctx,fill_tokens,num_batch,num_thread,ttft_max_s,tok_s_min,stability_min,use_case\n\
+         l,llama3.1:8b,x,8K,1024,512,16,30,1,0.5,chat\n",
+        80.0,
+    )
+    .unwrap()
+    .remove(0);
+    let mut pred = p.predict(&spec, &llama8b(), Some(4_920_000_000)).unwrap();
+    let measured = Measured {
+        ttft_s: Some(pred.figures.ttft_s * 2.0),
+        decode_tps: Some(pred.figures.decode_tps / 1.25),
+        ram_delta_bytes: None,
+    };
+    pred.errors = Some(errors(&pred.figures, &measured));
+    pred.measured = Some(measured);
+    let made = CellPrediction::Made(Box::new(pred));
+    let declined = CellPrediction::Declined {
+        why: "remote server".into(),
+    };
+    // Stored in a cell result and read back unchanged.
+    let json = serde_json::to_value(&made).unwrap();
+    assert_eq!(json["status"], "made");
+    assert_eq!(serde_json::from_value::<CellPrediction>(json).unwrap(), made);
+    let mut o = String::new();
+    report::matrix_section(
+        &mut o,
+        [("l::ctx_8k", Some(&made)), ("r::ctx_8k", Some(&declined)), ("n::ctx_8k", None)].into_iter(),
+    );
+    assert!(o.contains("## Predicted vs measured"), "{o}");
+    assert!(o.contains("| -50.0 % |"), "TTFT predicted at half: {o}");
+    assert!(o.contains("| +25.0 % |"), "decode predicted 25 % high: {o}");
+    assert!(o.contains("not predicted: remote server"), "{o}");
+    assert!(!o.contains("n::ctx_8k"), "{o}");
+    assert!(o.contains("| TTFT | 50.0 % | 50.0 % | 1 |"), "{o}");
+    assert!(o.contains("| RAM Δ | – | – | 0 |"), "{o}");
+    // No prediction at all: no section (reports of older results stay as they were).
+    let mut empty = String::new();
+    report::matrix_section(&mut empty, [("n::ctx_8k", None)].into_iter());
+    assert!(empty.is_empty());
+}
