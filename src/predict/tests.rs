@@ -447,11 +447,19 @@ fn the_matrix_section_shows_predicted_beside_measured_and_the_error_summary() {
     // Stored in a cell result and read back unchanged.
     let json = serde_json::to_value(&made).unwrap();
     assert_eq!(json["status"], "made");
-    assert_eq!(serde_json::from_value::<CellPrediction>(json).unwrap(), made);
+    assert_eq!(
+        serde_json::from_value::<CellPrediction>(json).unwrap(),
+        made
+    );
     let mut o = String::new();
     report::matrix_section(
         &mut o,
-        [("l::ctx_8k", Some(&made)), ("r::ctx_8k", Some(&declined)), ("n::ctx_8k", None)].into_iter(),
+        [
+            ("l::ctx_8k", Some(&made)),
+            ("r::ctx_8k", Some(&declined)),
+            ("n::ctx_8k", None),
+        ]
+        .into_iter(),
     );
     assert!(o.contains("## Predicted vs measured"), "{o}");
     assert!(o.contains("| -50.0 % |"), "TTFT predicted at half: {o}");
