@@ -308,7 +308,7 @@ fn redact_query(query: &str) -> String {
         .join("&")
 }
 
-fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),

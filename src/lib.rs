@@ -10,7 +10,7 @@
 //! API), [`workload`] (prompts), [`measure`] (one trial), [`monitor`] (hardware sampler),
 //! [`stats`], [`stability`], [`gates`] (the typed judgement), [`engine`] (llama-bench figures
 //! for engine-relative gates), [`results`] (what a cell leaves), [`rundir`] (the run
-//! directory's layout and files), [`lock`] (one run per server and run directory), [`report`], [`preflight`], [`runner`] (one cell end to end,
+//! directory's layout and files), [`lock`] (one run per server and run directory), [`report`], [`preflight`], [`predict`] (performance prediction), [`runner`] (one cell end to end,
 //! in phases), [`harness`] (the shared test-target `main`), [`date`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -30,6 +30,7 @@ pub mod measure;
 pub mod monitor;
 pub mod optimize;
 pub mod output;
+pub mod predict;
 pub mod preflight;
 pub mod report;
 pub mod results;

@@ -326,6 +326,10 @@ pub struct Row {
     pub truncate_false_sent: bool,
     /// Client/server and harness/reference ratios, when measured.
     pub fidelity: Vec<Fidelity>,
+    /// The cell's performance prediction and its errors ([`crate::predict`]); absent when the
+    /// cell has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<crate::predict::CellPrediction>,
 }
 
 impl Row {
@@ -503,6 +507,7 @@ fn row(c: &CellResult) -> Row {
         think_false_sent: c.metadata.think_false_sent,
         truncate_false_sent: c.metadata.truncate_false_sent,
         fidelity: c.fidelity.clone(),
+        prediction: c.prediction.clone(),
     }
 }
 

@@ -470,6 +470,11 @@ pub struct CellResult {
     pub fidelity: Vec<Fidelity>,
     /// Wall time of the whole cell (s).
     pub wall_s: f64,
+    /// The cell's performance prediction, made before it ran, with the error of each figure
+    /// after ([`crate::predict`]); a prediction, never a measurement, and judged by no gate.
+    /// Absent in results written before predictions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<crate::predict::CellPrediction>,
 }
 
 impl CellResult {

@@ -49,6 +49,9 @@ pub struct CellOptions {
     /// Skip the fill-vs-context check of the table (to probe what the server does with an
     /// overlong prompt). Default false.
     pub allow_overfill: bool,
+    /// Skip the cell, without loading the model, when its predicted RAM Δ crosses the RAM limit
+    /// ([`crate::predict`]); the optimizer's probes do. Default false.
+    pub skip_predicted_over_ram: bool,
 }
 
 impl Default for CellOptions {
@@ -56,6 +59,7 @@ impl Default for CellOptions {
         CellOptions {
             truncate_false: true,
             allow_overfill: false,
+            skip_predicted_over_ram: false,
         }
     }
 }
@@ -71,7 +75,11 @@ pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellR
     let started = Instant::now();
     let meta = run_metadata(env);
     let run = RUNTIME.block_on(phases(spec, env, opts, meta));
-    let result = assemble(spec, run, started.elapsed().as_secs_f64());
+    let mut result = assemble(spec, run, started.elapsed().as_secs_f64());
+    // The prediction gets its errors, and the measurement calibrates the cells after it.
+    if let Some(note) = crate::predict::check_cell(&env.config, &mut result) {
+        progress(spec, &format!("warning: {note}"));
+    }
     eprintln!(
         "[{}] {}: {}",
         spec.test_name,
@@ -146,6 +154,8 @@ pub enum CellRun {
         meta: Box<RunMetadata>,
         /// Why.
         why: String,
+        /// The prediction, when one was made before the cell was skipped.
+        prediction: Option<crate::predict::CellPrediction>,
     },
     /// The cell ran (perhaps stopped early by a problem).
     Ran(Box<Ran>),
@@ -171,6 +181,8 @@ pub struct Ran {
     pub problems: Vec<String>,
     /// Notes that change nothing.
     pub notes: Vec<String>,
+    /// The performance prediction made before the load ([`crate::predict`]).
+    pub prediction: Option<crate::predict::CellPrediction>,
 }
 
 /// The load of the cell's model.
@@ -187,7 +199,11 @@ pub struct Loaded {
 /// The pure part: the result of a cell from what its phases produced.
 pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
     let ran = match run {
-        CellRun::Skipped { meta, why } => {
+        CellRun::Skipped {
+            meta,
+            why,
+            prediction,
+        } => {
             return CellResult {
                 format_version: FORMAT_VERSION,
                 cell: spec.clone(),
@@ -202,6 +218,7 @@ pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
                 metadata: *meta,
                 fidelity: Vec::new(),
                 wall_s,
+                prediction,
             };
         }
         CellRun::Ran(r) => *r,
@@ -245,6 +262,7 @@ pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
         metadata: ran.meta,
         fidelity,
         wall_s,
+        prediction: ran.prediction,
     }
 }
 
@@ -268,9 +286,11 @@ pub fn rejudge(r: &CellResult) -> CellResult {
         hardware: r.hardware.clone(),
         problems: r.judgement.problems.clone(),
         notes: r.judgement.notes.clone(),
+        prediction: None,
     };
     CellResult {
         fidelity: r.fidelity.clone(),
+        prediction: r.prediction.clone(),
         ..assemble(&r.cell, CellRun::Ran(Box::new(ran)), r.wall_s)
     }
 }
@@ -328,6 +348,7 @@ async fn phases(
             return CellRun::Skipped {
                 meta: Box::new(meta),
                 why: e.to_string(),
+                prediction: None,
             };
         }
         Err(e) => {
@@ -350,6 +371,27 @@ async fn phases(
         ran.problems.push(p);
         return CellRun::Ran(Box::new(ran));
     }
+    // Performance prediction before anything is loaded (src/predict): stored, never judged.
+    let prediction = crate::predict::predict_cell(&env.config, spec, &facts.show, facts.tag.size);
+    progress(spec, &prediction.describe());
+    if opts.skip_predicted_over_ram
+        && let Some(p) = prediction.made()
+        && let Some(r) = p.ram.as_ref().filter(|r| r.crosses)
+    {
+        let why = format!(
+            "predicted RAM Δ {:.0} MiB with {:.1} of {:.1} GiB in use crosses the {}% RAM limit: not loaded",
+            p.figures.ram_delta_bytes / (1u64 << 20) as f64,
+            r.system_used_bytes as f64 / (1u64 << 30) as f64,
+            r.system_total_bytes as f64 / (1u64 << 30) as f64,
+            r.ram_limit_pct
+        );
+        return CellRun::Skipped {
+            meta: Box::new(ran.meta),
+            why,
+            prediction: Some(prediction),
+        };
+    }
+    ran.prediction = Some(prediction);
     // Engine-relative gates (src/engine.rs) are resolved once the server is known to be there
     // and before anything is measured: the stopping rule reads the gates too. A gate that
     // cannot be resolved makes the cell INVALID.

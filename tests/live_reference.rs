@@ -251,6 +251,7 @@ fn an_overlong_prompt_makes_the_cell_invalid() {
     let opts = CellOptions {
         truncate_false: false,
         allow_overfill: true,
+        ..CellOptions::default()
     };
     let r = ran(run_cell_with(&cell, &env, &opts));
     assert_eq!(r.verdict(), Verdict::Invalid, "{:?}", r.judgement.reasons());
@@ -273,6 +274,7 @@ fn an_overlong_prompt_makes_the_cell_invalid() {
     let opts = CellOptions {
         truncate_false: true,
         allow_overfill: true,
+        ..CellOptions::default()
     };
     let r = ran(run_cell_with(&cell, &env, &opts));
     assert_eq!(r.verdict(), Verdict::Invalid, "{:?}", r.judgement.reasons());

@@ -4,12 +4,13 @@
 
 use std::time::SystemTime;
 
-use super::plan::{ContextCap, MemoryEstimate, ModelPlan, kv_bytes_per_token};
+use super::plan::{ContextCap, MemoryEstimate, ModelPlan};
 use super::record::{SearchRecord, write_record};
 use super::search::{SearchInput, run_search};
-use super::{MEMORY_SAFETY, OptConfig, Prober, optimize_test_name, outputs};
+use super::{OptConfig, Prober, optimize_test_name, outputs};
 use crate::backend::OllamaClient;
 use crate::date::rfc3339;
+use crate::predict::Predictor;
 use crate::preflight::{ModelFacts, preflight};
 use crate::results::{CellResult, CellSpec};
 use crate::rundir::RunEnv;
@@ -43,39 +44,83 @@ pub enum ModelOutcome {
     Searched(Box<SearchRecord>),
 }
 
-/// The cap from the preflight facts and the system's memory now.
-fn cap_of(pre: &ModelFacts, ram_limit_pct: f64) -> ContextCap {
+/// The cap from the preflight facts, the prediction of the largest matrix row (its RAM Δ as a
+/// fixed part plus KV per context token) and the system's memory now.
+fn cap_of(
+    pre: &ModelFacts,
+    rows: &[CellSpec],
+    predictor: &Result<Predictor, String>,
+    ram_limit_pct: f64,
+) -> ContextCap {
     let mut notes = Vec::new();
-    let weights_bytes = pre.tag.size;
-    let kv = match kv_bytes_per_token(&pre.show.model_info) {
-        Ok((b, n)) => {
-            notes.extend(n);
-            Some(b)
-        }
-        Err(e) => {
-            notes.push(format!("no KV-cache estimate: {e}"));
-            None
-        }
-    };
     let mem = monitor::system_memory();
     if mem.is_none() {
         notes.push("system memory unknown (/proc/meminfo unreadable)".into());
     }
-    if weights_bytes.is_none() {
-        notes.push("weights size unknown (/api/tags has no size): counted as 0".into());
-    }
-    let estimate = match (kv, mem) {
-        (Some(kv), Some((total, used))) => Some(MemoryEstimate {
-            weights_bytes: weights_bytes.unwrap_or(0),
-            kv_bytes_per_token: kv,
-            safety: MEMORY_SAFETY,
-            system_total_bytes: total,
-            system_used_bytes: used,
-            ram_limit_pct,
-        }),
+    let row = rows
+        .iter()
+        .max_by_key(|r| r.num_ctx)
+        .expect("a model has rows");
+    let prediction = predictor
+        .as_ref()
+        .map_err(String::clone)
+        .and_then(|p| p.predict(row, &pre.show, pre.tag.size));
+    let estimate = match (prediction, mem) {
+        (Ok(p), Some((total, used))) => {
+            notes.extend(p.shape.notes.iter().cloned());
+            let per_token = p.shape.kv_bytes_per_token_global(p.kv_type);
+            let fixed = p.figures.ram_delta_bytes - per_token * f64::from(row.num_ctx);
+            Some(MemoryEstimate {
+                fixed_bytes: fixed.max(0.0) as u64,
+                kv_bytes_per_token: per_token.ceil() as u64,
+                basis: format!(
+                    "predicted: {} KV, RAM offset from {}",
+                    p.kv_type.name(),
+                    p.fitted.ram_basis.describe()
+                ),
+                system_total_bytes: total,
+                system_used_bytes: used,
+                ram_limit_pct,
+            })
+        }
+        (Err(e), _) => {
+            notes.push(format!("no memory prediction: {e}"));
+            None
+        }
         _ => None,
     };
     ContextCap::new(pre.show.trained_context(), estimate, notes)
+}
+
+/// Where the context search starts: the largest grid context whose predicted TTFT and decode
+/// rate meet the row's absolute gates (engine-relative gates are not known before the run);
+/// `None` when nothing can be predicted.
+fn start_of(
+    plan: &ModelPlan,
+    pre: &ModelFacts,
+    predictor: &Predictor,
+    cfg: &OptConfig,
+) -> Option<(u32, String)> {
+    let grid = plan.grid(cfg.grid_tokens);
+    let mut predicted_pass = None;
+    for &ctx in &grid {
+        let spec = plan.spec_for(&plan.row_options(ctx), 1);
+        if spec.relative_gates.is_some() {
+            return None;
+        }
+        let p = predictor.predict(&spec, &pre.show, pre.tag.size).ok()?;
+        if p.figures.ttft_s <= spec.gates.ttft_max_s && p.figures.decode_tps >= spec.gates.tok_s_min
+        {
+            predicted_pass = Some(ctx);
+        }
+    }
+    Some(match predicted_pass {
+        Some(c) => (c, "the largest context predicted to pass".to_string()),
+        None => (
+            grid.first().copied()?,
+            "no context is predicted to pass: the bottom of the grid".to_string(),
+        ),
+    })
 }
 
 /// Searches one model slug (its matrix rows) on the live server of `env`, resuming from the
@@ -97,21 +142,28 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
         .iter()
         .map(|r| r.gates.ram_max_pct)
         .fold(f64::INFINITY, f64::min);
-    let cap = cap_of(&pre, ram_limit);
+    let predictor = Predictor::open(&env.config);
+    let cap = cap_of(&pre, &rows, &predictor, ram_limit);
     if let Some(e) = &cap.estimate {
         eprintln!(
-            "[{tag}] cap: trained {:?}, memory limit {:?} tokens (weights {} MiB, KV {} KiB/token, ×{}, {:.1} of {:.1} GiB used, limit {}%)",
+            "[{tag}] cap: trained {:?}, memory limit {:?} tokens (predicted RAM Δ {} MiB + {} KiB/token, {}; {:.1} of {:.1} GiB used, limit {}%)",
             cap.trained_context,
             cap.memory_limit_tokens,
-            e.weights_bytes >> 20,
+            e.fixed_bytes >> 20,
             e.kv_bytes_per_token >> 10,
-            e.safety,
+            e.basis,
             e.system_used_bytes as f64 / (1u64 << 30) as f64,
             e.system_total_bytes as f64 / (1u64 << 30) as f64,
             e.ram_limit_pct
         );
     }
-    let plan = ModelPlan::new(rows, cap, max_threads);
+    let mut plan = ModelPlan::new(rows, cap, max_threads);
+    if let Ok(p) = &predictor {
+        plan.start = start_of(&plan, &pre, p, cfg);
+        if let Some((ctx, why)) = &plan.start {
+            eprintln!("[{tag}] context search starts at {ctx} tokens: {why}");
+        }
+    }
     // Earlier probes to resume from; a file that cannot be read is named and left out.
     let existing = match env.run_dir.read_cells_lenient() {
         Ok(c) => {
@@ -132,7 +184,11 @@ pub fn optimize_model(rows: Vec<CellSpec>, env: &RunEnv, cfg: &OptConfig) -> Mod
     let started_at = rfc3339(SystemTime::now());
     let mut prober = LiveProber {
         env,
-        options: CellOptions::default(),
+        // A probe predicted to cross the RAM limit is skipped with that reason, not loaded.
+        options: CellOptions {
+            skip_predicted_over_ram: true,
+            ..CellOptions::default()
+        },
     };
     let mut record = run_search(
         SearchInput {

@@ -15,13 +15,15 @@
 //! ## The search, step by step
 //!
 //! 1. **Cap** ([`plan::ContextCap`]): min(trained context from `/api/show`, the largest context
-//!    whose estimated memory — weights (`/api/tags` size) + KV cache
-//!    (Σ layers × n_ctx × head_count_kv × (key_length + value_length) × 2 bytes, f16), × 1.2 —
-//!    keeps system RAM at or below the row's RAM limit (80 %) given the memory in use now).
-//!    Nothing above the cap is ever probed.
+//!    whose predicted RAM Δ ([`crate::predict`]: weights + KV cache at the server's KV type with
+//!    the sliding-window saving + compute buffer + the RAM offset calibrated on the host's
+//!    measured cells) keeps system RAM at or below the row's RAM limit (80 %) given the memory
+//!    in use now). Nothing above the cap is ever probed, and a probe predicted to cross the
+//!    limit when it comes to run is skipped with that reason rather than loaded.
 //! 2. **Grid**: the model's smallest matrix context, then every multiple of
 //!    [`OptConfig::grid_tokens`] (4096) above it up to the cap.
-//! 3. **Context**: the top of the grid first (often the answer for small models), then bisection
+//! 3. **Context**: first the largest grid context predicted to pass its gates (when the gates
+//!    are absolute and a prediction can be made; else the top of the grid), then bisection
 //!    between the largest known PASS and the smallest known non-PASS. A MARGINAL or INVALID
 //!    probe is repeated (at most [`MAX_REPEATS`] more runs) until PASS or FAIL has the majority;
 //!    the two grid points either side of the boundary are confirmed by a second run (and a
@@ -76,9 +78,6 @@ pub const ALPHA: f64 = 0.05;
 
 /// Most extra runs of one probe point (so at most 1 + 2 runs).
 pub const MAX_REPEATS: u32 = 2;
-
-/// Safety factor on the estimated memory of a context (weights + KV cache).
-pub const MEMORY_SAFETY: f64 = 1.2;
 
 /// The `num_batch` values the batch search chooses from (those ≤ `num_ctx`).
 pub const DEFAULT_BATCHES: [u32; 9] = [8, 16, 32, 64, 128, 256, 512, 1024, 2048];

@@ -2,7 +2,6 @@
 //! memory), the grid, and the cell spec of each probe.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{LoadOptions, OptConfig, probe_test_name};
 use crate::results::CellSpec;
@@ -20,6 +19,9 @@ pub struct ModelPlan {
     pub cap: ContextCap,
     /// Upper end of the thread search (the host's logical CPUs, at least 1).
     pub max_threads: u32,
+    /// Where the context search starts, when predictions say: the largest grid context
+    /// predicted to pass its gates, and why ([`crate::predict`]). `None`: the top of the grid.
+    pub start: Option<(u32, String)>,
 }
 
 /// Groups matrix rows by slug, in first-seen order; each group sorted by `num_ctx`.
@@ -82,15 +84,18 @@ impl ContextCap {
     }
 }
 
-/// Estimated memory of the model at a context, against the system's RAM limit.
+/// Predicted memory of the model at a context ([`crate::predict`]: weights, KV cache at the
+/// server's KV type with the sliding-window saving, compute buffer, and the RAM offset
+/// calibrated on the host's measured cells), against the system's RAM limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryEstimate {
-    /// Weights (bytes): `/api/tags` size on disk.
-    pub weights_bytes: u64,
-    /// KV cache per context token (bytes, f16).
+    /// Predicted RAM Δ that does not grow with the context (bytes): weights, compute buffer,
+    /// the calibrated offset and the cache of sliding-window layers.
+    pub fixed_bytes: u64,
+    /// Predicted KV cache per context token of the layers that hold the whole context (bytes).
     pub kv_bytes_per_token: u64,
-    /// Safety factor on weights + KV ([`super::MEMORY_SAFETY`]).
-    pub safety: f64,
+    /// How the figures were predicted (KV type, what the RAM offset was fitted on).
+    pub basis: String,
     /// Total system memory (bytes).
     pub system_total_bytes: u64,
     /// System memory in use before the search (bytes).
@@ -100,9 +105,9 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
-    /// `(weights + kv_per_token × num_ctx) × safety` (bytes).
+    /// `fixed + kv_per_token × num_ctx` (bytes).
     pub fn bytes_at(&self, num_ctx: u32) -> f64 {
-        (self.weights_bytes as f64 + self.kv_bytes_per_token as f64 * num_ctx as f64) * self.safety
+        self.fixed_bytes as f64 + self.kv_bytes_per_token as f64 * num_ctx as f64
     }
 
     /// Whether `num_ctx` keeps used + estimate at or below the limit.
@@ -115,11 +120,9 @@ impl MemoryEstimate {
         self.system_total_bytes as f64 * self.ram_limit_pct / 100.0
     }
 
-    /// Largest context that [`fits`](Self::fits) (0 when even the weights do not).
+    /// Largest context that [`fits`](Self::fits) (0 when even the fixed part does not).
     pub fn max_tokens(&self) -> u32 {
-        let room = self.limit_bytes() / self.safety
-            - self.system_used_bytes as f64 / self.safety
-            - self.weights_bytes as f64;
+        let room = self.limit_bytes() - self.system_used_bytes as f64 - self.fixed_bytes as f64;
         if room <= 0.0 {
             return 0;
         }
@@ -137,75 +140,6 @@ impl MemoryEstimate {
     }
 }
 
-/// KV-cache bytes per context token from `/api/show`'s `model_info` (`docs/ollama-api.md` §4.4), f16:
-/// Σ over layers of `head_count_kv[layer] × (key_length + value_length) × 2`. Key and value
-/// lengths fall back to `embedding_length / head_count`; `head_count_kv` may be one number or
-/// an array per layer, and falls back to `head_count`. Returns the figure and notes on the
-/// fallbacks used, or why there is none.
-pub fn kv_bytes_per_token(
-    model_info: &serde_json::Map<String, Value>,
-) -> Result<(u64, Vec<String>), String> {
-    let mut notes = Vec::new();
-    let arch = model_info
-        .get("general.architecture")
-        .and_then(Value::as_str)
-        .ok_or("model_info has no general.architecture")?;
-    let key = |k: &str| model_info.get(&format!("{arch}.{k}"));
-    let num = |k: &str| key(k).and_then(Value::as_u64);
-    let layers =
-        num("block_count").ok_or_else(|| format!("model_info has no {arch}.block_count"))?;
-    let head_count = num("attention.head_count");
-    let per_layer_kv: Vec<u64> = match key("attention.head_count_kv") {
-        Some(Value::Array(a)) if !a.is_empty() => {
-            let v: Vec<u64> = a.iter().filter_map(Value::as_u64).collect();
-            if v.len() != a.len() {
-                return Err(format!(
-                    "{arch}.attention.head_count_kv has non-integer entries"
-                ));
-            }
-            v
-        }
-        Some(v) if v.as_u64().is_some() => vec![v.as_u64().unwrap_or(0); layers as usize],
-        _ => {
-            let h = head_count.ok_or_else(|| {
-                format!("model_info has neither {arch}.attention.head_count_kv nor head_count")
-            })?;
-            notes.push(format!("head_count_kv missing: used head_count {h}"));
-            vec![h; layers as usize]
-        }
-    };
-    let fallback_dim = match (num("embedding_length"), head_count) {
-        (Some(e), Some(h)) if h > 0 => Some(e / h),
-        _ => None,
-    };
-    let dk = match num("attention.key_length") {
-        Some(d) => d,
-        None => {
-            let d = fallback_dim.ok_or_else(|| {
-                format!(
-                    "model_info has no {arch}.attention.key_length nor embedding_length/head_count"
-                )
-            })?;
-            notes.push(format!(
-                "key_length missing: used embedding_length / head_count = {d}"
-            ));
-            d
-        }
-    };
-    let dv = match num("attention.value_length") {
-        Some(d) => d,
-        None => {
-            notes.push(format!("value_length missing: used {dk}"));
-            dk
-        }
-    };
-    if model_info.keys().any(|k| k.contains("sliding_window")) {
-        notes.push("sliding-window layers: the estimate counts the full context for every layer (an over-estimate)".into());
-    }
-    let heads: u64 = per_layer_kv.iter().sum();
-    Ok((heads * (dk + dv) * 2, notes))
-}
-
 impl ModelPlan {
     /// A plan from the slug's rows (sorted here), a cap and the thread range.
     pub fn new(mut rows: Vec<CellSpec>, cap: ContextCap, max_threads: u32) -> ModelPlan {
@@ -220,6 +154,7 @@ impl ModelPlan {
             rows,
             cap,
             max_threads: max_threads.max(1),
+            start: None,
         }
     }
 

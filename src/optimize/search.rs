@@ -214,14 +214,18 @@ impl Engine<'_> {
             return Ok(());
         }
         let all = 1 + MAX_REPEATS;
-        let top = n - 1;
-        let c = self.settle(
-            self.ctx_opts(grid[top]),
-            1,
-            all,
-            Phase::Context,
-            &format!("top of the grid ({} tokens)", grid[top]),
-        )?;
+        // The first probe: where the predictions say the boundary is, else the top of the grid.
+        let (top, why) = match &self.plan.start {
+            Some((ctx, why)) => match grid.iter().rposition(|g| g <= ctx) {
+                Some(i) => (i, format!("{why} ({} tokens)", grid[i])),
+                None => (
+                    0,
+                    format!("{why} (below the grid: its bottom, {} tokens)", grid[0]),
+                ),
+            },
+            None => (n - 1, format!("top of the grid ({} tokens)", grid[n - 1])),
+        };
+        let c = self.settle(self.ctx_opts(grid[top]), 1, all, Phase::Context, &why)?;
         let (mut lo, mut hi): (isize, usize) = if c.pass { (top as isize, n) } else { (-1, top) };
         for _ in 0..4 * n + 4 {
             while hi as isize - lo > 1 {

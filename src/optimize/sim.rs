@@ -137,6 +137,7 @@ impl SimServer {
             },
             fidelity: Vec::new(),
             wall_s: self.wall_s,
+            prediction: None,
         }
     }
 }

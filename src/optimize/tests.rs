@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use rstest::rstest;
-use serde_json::json;
 
 use super::outputs::{self, ContinueConfig, Preset};
-use super::plan::{ContextCap, MemoryEstimate, ModelPlan, group_by_name, kv_bytes_per_token};
+use super::plan::{ContextCap, MemoryEstimate, ModelPlan, group_by_name};
 use super::record::{SearchRecord, read_records_in};
 use super::search::{Cmp, SearchInput, classify, compare, final_class, run_search};
 use super::sim::{Figure, SimServer, SplitMix64};
@@ -208,68 +207,29 @@ fn rows_are_grouped_by_slug_in_table_order() {
     assert_eq!(g[0].1[0].num_ctx, 2048, "sorted by context");
 }
 
-fn llama8b_info() -> serde_json::Map<String, serde_json::Value> {
-    json!({
-        "general.architecture": "llama",
-        "llama.attention.head_count": 32,
-        "llama.attention.head_count_kv": 8,
-        "llama.block_count": 32,
-        "llama.context_length": 8192,
-        "llama.embedding_length": 4096,
-        "llama.rope.dimension_count": 128,
-    })
-    .as_object()
-    .unwrap()
-    .clone()
-}
-
-#[test]
-fn kv_estimate_matches_the_worked_example() {
-    // docs/ollama-api.md §4.4: 32 layers × 8 KV heads × (128 + 128) × 2 B = 128 KiB per token.
-    let (b, notes) = kv_bytes_per_token(&llama8b_info()).unwrap();
-    assert_eq!(b, 128 * 1024);
-    assert!(
-        notes.iter().any(|n| n.contains("key_length missing")),
-        "{notes:?}"
-    );
-    // With explicit head dims and per-layer KV heads.
-    let mut info = llama8b_info();
-    info.insert("llama.block_count".into(), json!(3));
-    info.insert("llama.attention.head_count_kv".into(), json!([8, 4, 0]));
-    info.insert("llama.attention.key_length".into(), json!(64));
-    info.insert("llama.attention.value_length".into(), json!(32));
-    assert_eq!(kv_bytes_per_token(&info).unwrap().0, 12 * 96 * 2);
-    info.remove("general.architecture");
-    assert!(
-        kv_bytes_per_token(&info)
-            .unwrap_err()
-            .contains("general.architecture")
-    );
-}
-
 #[test]
 fn memory_cap_is_the_largest_fitting_context() {
     let e = MemoryEstimate {
-        weights_bytes: 4 << 30,
+        fixed_bytes: 4 << 30,
         kv_bytes_per_token: 128 * 1024,
-        safety: 1.2,
+        basis: "test".into(),
         system_total_bytes: 24 << 30,
         system_used_bytes: 6 << 30,
         ram_limit_pct: 80.0,
     };
     let n = e.max_tokens();
     assert!(e.fits(n) && !e.fits(n + 1), "{n}");
-    // (24·0.8 − 6) GiB / 1.2 − 4 GiB = 7 GiB of KV = 57344 tokens of 128 KiB.
-    assert!((57_000..=57_344).contains(&n), "{n}");
+    // 24·0.8 − 6 − 4 GiB = 9.2 GiB of KV = 75366 tokens of 128 KiB.
+    assert!((75_000..=75_366).contains(&n), "{n}");
     let c = ContextCap::new(Some(131_072), Some(e.clone()), Vec::new());
     assert_eq!(c.tokens, Some(n));
     let c = ContextCap::new(Some(8192), Some(e), Vec::new());
     assert_eq!(c.tokens, Some(8192));
     let full = MemoryEstimate {
         system_used_bytes: 20 << 30,
-        weights_bytes: 4 << 30,
+        fixed_bytes: 4 << 30,
         kv_bytes_per_token: 1,
-        safety: 1.2,
+        basis: "test".into(),
         system_total_bytes: 24 << 30,
         ram_limit_pct: 80.0,
     };
@@ -279,9 +239,9 @@ fn memory_cap_is_the_largest_fitting_context() {
 #[test]
 fn search_never_probes_above_the_memory_cap() {
     let est = MemoryEstimate {
-        weights_bytes: 1 << 30,
+        fixed_bytes: 1 << 30,
         kv_bytes_per_token: 256 * 1024,
-        safety: 1.2,
+        basis: "test".into(),
         system_total_bytes: 24 << 30,
         system_used_bytes: 8 << 30,
         ram_limit_pct: 80.0,
@@ -308,6 +268,30 @@ fn search_never_probes_above_the_memory_cap() {
         "grid top {top}, limit {limit}"
     );
     assert_eq!(r.context.largest_pass.as_ref().unwrap().num_ctx, top);
+}
+
+#[test]
+fn a_predicted_start_is_probed_first_and_the_search_still_finds_the_boundary() {
+    let mut plan = ModelPlan::new(
+        vec![row("m", 8192, 1024, 30.0, 1.0, "u")],
+        ContextCap::new(Some(65_536), None, Vec::new()),
+        2,
+    );
+    plan.start = Some((16_384, "the largest context predicted to pass".into()));
+    let mut sim = SimServer::new(1, ttft_crossing_at_20k(), fig(|_, _| 20.0));
+    let r = search(&plan, &cfg(12, &[512]), &mut sim, Vec::new());
+    assert_eq!(ctxs(&sim)[0], 16_384, "{:?}", ctxs(&sim));
+    assert!(
+        r.probes[0].why.contains("predicted to pass"),
+        "{:?}",
+        r.probes[0].why
+    );
+    assert_eq!(r.context.largest_pass.as_ref().unwrap().num_ctx, 16_384);
+    // Without a prediction the top of the grid comes first.
+    plan.start = None;
+    let mut sim = SimServer::new(1, ttft_crossing_at_20k(), fig(|_, _| 20.0));
+    search(&plan, &cfg(12, &[512]), &mut sim, Vec::new());
+    assert_eq!(ctxs(&sim)[0], 65_536);
 }
 
 // ---------------------------------------------------------------------------------------------

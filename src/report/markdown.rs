@@ -38,6 +38,13 @@ impl ReportWriter for MarkdownReport {
             stability(&mut o, report);
             metadata(&mut o, report);
             fidelity(&mut o, report);
+            crate::predict::report::matrix_section(
+                &mut o,
+                report
+                    .rows
+                    .iter()
+                    .map(|r| (r.cell.test_name.as_str(), r.prediction.as_ref())),
+            );
         }
         definitions(&mut o, report);
         o

@@ -126,6 +126,7 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
         metadata: RunMetadata::default(),
         fidelity: Vec::new(),
         wall_s: 1.0,
+        prediction: None,
     }
 }
 
