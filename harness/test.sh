@@ -32,13 +32,17 @@ export O3_REQUIRE_BACKEND=1
 O3_NODE_TOOLS=$(bash harness/setup-node-tools.sh); export O3_NODE_TOOLS  # Continue's schema package (tests/continue_config.rs)
 O3_PY_TOOLS=$(bash harness/setup-python-tools.sh); export O3_PY_TOOLS  # the official Ollama Python client (harness/refserver/tests/ollama_client.rs)
 # The optimizer's live test searches the two small models within a few minutes.
-export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-6}"
-export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-300}"
+export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-4}"
+export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-180}"
 export O3_OPT_BATCHES="${O3_OPT_BATCHES:-128,512}"
 # At most 6 measured trials per cell (the default is 10): a cell whose stability interval
 # straddles its gate measures to the maximum, and at 10 such cells and optimizer probes took the
 # suite to 34 of the 35 minutes CI allows on 2 cores. Verdicts need at least 3 (O3_MIN_TRIALS).
 export O3_MAX_TRIALS="${O3_MAX_TRIALS:-6}"
+# One llama-bench repetition per engine-relative setting (the default is 2): on a slower 2-core
+# machine llama-bench took 580 of the suite's seconds at 2 (248 s for the 6000-token fill alone),
+# and the engine*F gates keep margins of 2-3x over its figure.
+export O3_ENGINE_REPS="${O3_ENGINE_REPS:-1}"
 # shellcheck disable=SC1091
 set -a; . "${O3_CACHE:-$HOME/.cache/o3-suite}/backend.env"; set +a
 export O3_RESULTS_DIR="${O3_RESULTS_DIR:-$ROOT/target/o3-results}"
