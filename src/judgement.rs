@@ -438,7 +438,14 @@ impl Judgement {
     /// The reasons for the verdict in words, then the notes (each prefixed `note: `): what the
     /// reports and the test output print. Rendered from the typed fields, never stored.
     pub fn reasons(&self) -> Vec<String> {
-        let mut out: Vec<String> = match self.verdict {
+        let mut out = self.verdict_reasons();
+        out.extend(self.notes.iter().map(|n| format!("note: {n}")));
+        out
+    }
+
+    /// The reasons for the verdict in words, without the notes ([`Judgement::reasons`]).
+    pub fn verdict_reasons(&self) -> Vec<String> {
+        match self.verdict {
             Verdict::Skipped => self.skipped.iter().cloned().collect(),
             Verdict::Invalid => {
                 let mut v = self.problems.clone();
@@ -486,9 +493,7 @@ impl Judgement {
                 }
                 v
             }
-        };
-        out.extend(self.notes.iter().map(|n| format!("note: {n}")));
-        out
+        }
     }
 
     /// Whether the trials alone make the cell INVALID ([`too_few_valid`]).

@@ -1,9 +1,11 @@
 //! Reports: the whole matrix, rebuilt from the result files of a run directory.
 //!
-//! [`build`] is a pure function of the run directory ([`RunDir`]: the cell results and the
-//! optimizer's search records): it [`aggregate`]s the cell results into one [`Report`] and
-//! hands it to one [`ReportWriter`] per format — [`JsonReport`] for bots, [`CsvReport`] for
-//! spreadsheets, [`MarkdownReport`] for people. Each file lands atomically in
+//! [`build`] is a pure function of the run directory ([`RunDir`]: the cell results, the
+//! optimizer's search records and the sessions): it [`aggregate`]s the cell results into one
+//! [`Report`] and hands it to one [`ReportWriter`] per format — [`JsonReport`] for bots,
+//! [`CsvReport`] for spreadsheets, [`MarkdownReport`] for people — and, when the run has
+//! searches, rebuilds the use-case recommendations, which weigh the sessions
+//! ([`crate::optimize::outputs::write_recommendations`]). Each file lands atomically in
 //! `<run>/comparative_analysis/`. Nothing here reads clocks, hostnames or other in-memory state,
 //! so the same cells always give the same bytes (which is what the goldens rely on), and reports
 //! work the same under `cargo test` and under nextest's process-per-test model.
@@ -78,7 +80,9 @@ pub fn writers() -> [&'static dyn Output<Report>; 3] {
     [&JsonReport, &CsvReport, &MarkdownReport]
 }
 
-/// Rebuilds every report file of the run from its cell results; returns the paths written.
+/// Rebuilds every report file of the run from its cell results (and, when the run has search
+/// records, `use_case_recommendations.md` from them and the sessions); returns the paths
+/// written.
 ///
 /// A run directory without cells is not an error: the reports then say that there are no cells.
 /// A file of `cells/` or of the optimizer's records that cannot be read (a foreign or old-format
@@ -127,7 +131,17 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
             why: u.why,
         })
         .collect();
-    Ok(output::write_all(run.root(), &writers(), &report)?)
+    let mut written = output::write_all(run.root(), &writers(), &report)?;
+    // The recommendations weigh the sessions: rebuilt with the reports whenever the run has
+    // searches, so a session that ends after them still counts.
+    if !records.items.is_empty() {
+        written.extend(crate::optimize::outputs::write_recommendations(
+            run,
+            &records.items,
+            &sessions,
+        )?);
+    }
+    Ok(written)
 }
 
 /// Marks the rows whose test names are in `targets` as recommended configurations.

@@ -48,7 +48,8 @@
 //!
 //! In `<run>/comparative_analysis/`: `optimize/<name>.json` (the [`record::SearchRecord`]),
 //! `integration_configs/<name>_<K>k.yaml` and `.Modelfile` per recommended configuration,
-//! `integration_configs/continue-config.yaml`, and `use_case_recommendations.md`.
+//! `integration_configs/continue-config.yaml`, and `use_case_recommendations.md` (which also
+//! weighs the run's Phase 2 sessions, and is rebuilt with the reports).
 
 pub mod live;
 pub mod outputs;

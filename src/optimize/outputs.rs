@@ -1,6 +1,7 @@
 //! What the searches leave for people and tools, built from the search records of a run
-//! (`comparative_analysis/optimize/*.json`) only, so the same records always give the same bytes.
-//! One [`Output`] writer per file kind, in the order [`build`] writes them:
+//! (`comparative_analysis/optimize/*.json`) and, for the recommendations, its sessions
+//! (`sessions/*.json`) only, so the same files always give the same bytes. One [`Output`] writer
+//! per file kind, in the order [`build`] writes them:
 //!
 //! - [`PresetFiles`]: `integration_configs/<name>_<K>k.yaml`, a [`Preset`] per recommended
 //!   configuration (options, verdict with the gates it refers to, figures with intervals, the
@@ -12,7 +13,10 @@
 //!   Continue (config.yaml `schema: v1`), checked against Continue's own schema package by
 //!   `tests/continue_config.rs`;
 //! - [`Recommendations`]: `use_case_recommendations.md`, the best passing configuration per use
-//!   case, and what failed (ranking in [`recommendations`]).
+//!   case, weighed with the run's Phase 2 sessions, and what failed (ranking in
+//!   [`recommendations`]). The reports rebuild it too ([`write_recommendations`], called by
+//!   [`crate::report::build`] after every cell and session), so a session that ends after the
+//!   searches still changes it.
 
 mod continue_config;
 mod preset;
@@ -28,8 +32,11 @@ pub use self::preset::{
     GATES_RULE, Interval, Modelfiles, Preset, PresetContext, PresetFigures, PresetFiles,
     PresetServer, preset, preset_stem, render_modelfile, render_preset,
 };
-pub use self::recommendations::{Recommendations, USE_CASES, render_recommendations};
+pub use self::recommendations::{
+    RecommendationInput, Recommendations, USE_CASES, render_recommendations, session_workload,
+};
 use super::record::SearchRecord;
+use crate::agentic::SessionResult;
 use crate::output::{self, Output, OutputFile};
 use crate::rundir::RunDir;
 
@@ -42,9 +49,10 @@ pub const RECOMMENDATIONS_FILE: &str = "use_case_recommendations.md";
 /// given none.
 pub const OLLAMA_DEFAULT: &str = "http://127.0.0.1:11434";
 
-/// Every writer [`build`] runs, in order.
-pub fn writers() -> [&'static dyn Output<[SearchRecord]>; 4] {
-    [&PresetFiles, &Modelfiles, &ContinueFile, &Recommendations]
+/// Every writer of the records alone that [`build`] runs, in order; [`Recommendations`], which
+/// also reads the sessions, comes last.
+pub fn writers() -> [&'static dyn Output<[SearchRecord]>; 3] {
+    [&PresetFiles, &Modelfiles, &ContinueFile]
 }
 
 /// Path of a file in the run directory: `comparative_analysis/<rel>`.
@@ -57,16 +65,19 @@ fn in_integration(file: &str) -> PathBuf {
     RunDir::relative().integration_dir().join(file)
 }
 
-/// The files [`build`] writes for `records` (paths relative to the run directory).
-pub fn render_all(records: &[SearchRecord]) -> Vec<OutputFile> {
-    writers().iter().flat_map(|w| w.render(records)).collect()
+/// The files [`build`] writes for `records` and `sessions` (paths relative to the run
+/// directory).
+pub fn render_all(records: &[SearchRecord], sessions: &[SessionResult]) -> Vec<OutputFile> {
+    let mut files: Vec<OutputFile> = writers().iter().flat_map(|w| w.render(records)).collect();
+    files.extend(Recommendations.render(&RecommendationInput { records, sessions }));
+    files
 }
 
 /// Errors of writing the outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    /// The search records could not be read.
-    #[error("failed to read the optimizer records of run {run_dir}: {source}")]
+    /// The search records or the sessions could not be read.
+    #[error("failed to read the optimizer records or sessions of run {run_dir}: {source}")]
     Read {
         /// The run directory.
         run_dir: PathBuf,
@@ -94,11 +105,36 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, OutputError> {
         );
     }
     records.items.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(output::write_all(
+    let (sessions, unreadable) =
+        crate::agentic::report::read(run).map_err(|source| OutputError::Read {
+            run_dir: run.root().to_path_buf(),
+            source,
+        })?;
+    for u in &unreadable {
+        eprintln!(
+            "warning: session result {} not read: {}",
+            u.path.display(),
+            u.why
+        );
+    }
+    let mut written = output::write_all(run.root(), &writers(), &records.items[..])?;
+    written.extend(write_recommendations(run, &records.items, &sessions)?);
+    Ok(written)
+}
+
+/// Writes `use_case_recommendations.md` from the run's search records and sessions (as read
+/// from the run directory); returns the path written.
+pub fn write_recommendations(
+    run: &RunDir,
+    records: &[SearchRecord],
+    sessions: &[SessionResult],
+) -> Result<Vec<PathBuf>, output::WriteError> {
+    let writers: [&dyn Output<RecommendationInput<'_>>; 1] = [&Recommendations];
+    output::write_all(
         run.root(),
-        &writers(),
-        &records.items[..],
-    )?)
+        &writers,
+        &RecommendationInput { records, sessions },
+    )
 }
 
 /// `url` without its userinfo (`user:password@`), as it may be written into files.

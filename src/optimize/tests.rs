@@ -1032,7 +1032,7 @@ fn recommendations_name_each_host_once() {
     for (r, cpu) in records.iter_mut().zip(["cpu a", "cpu b", "cpu a"]) {
         r.host.cpu_model = cpu.into();
     }
-    let md = outputs::render_recommendations(&records);
+    let md = outputs::render_recommendations(&records, &[]);
     assert!(
         md.contains(" on cpu a (4 logical CPUs), cpu b (4 logical CPUs). "),
         "{md}"
@@ -1177,7 +1177,7 @@ fn roles_by_use_case(#[case] uc: &[&str], #[case] roles: &[&str]) {
 
 #[test]
 fn recommendations_name_winners_and_failures() {
-    let md = outputs::render_recommendations(&fixture_records());
+    let md = outputs::render_recommendations(&fixture_records(), &[]);
     assert!(md.contains("| basic code tasks | `smollm2:135m` |"), "{md}");
     assert!(md.contains("| RAG integration | `gemma3:270m` |"), "{md}");
     assert!(
@@ -1196,7 +1196,7 @@ fn recommendations_name_winners_and_failures() {
     // Order of the records does not matter.
     let mut rev = fixture_records();
     rev.reverse();
-    assert_eq!(outputs::render_recommendations(&rev), md);
+    assert_eq!(outputs::render_recommendations(&rev, &[]), md);
 }
 
 #[test]
@@ -1253,7 +1253,7 @@ fn check_golden(name: &str, actual: &str) -> Result<(), String> {
 fn outputs_match_goldens() {
     let records = fixture_records();
     let mut failures = Vec::new();
-    for file in outputs::render_all(&records) {
+    for file in outputs::render_all(&records, &[]) {
         let name = file
             .path
             .file_name()
@@ -1271,4 +1271,218 @@ fn outputs_match_goldens() {
 fn line_diff_numbers_lines() {
     let d = crate::golden::line_diff("a\nb\nc\n", "a\nB\nc\n", 10);
     assert!(d.contains("-    2 | b") && d.contains("+    2 | B"), "{d}");
+}
+
+// Phase 2: the run's sessions weigh in on the recommendations.
+
+/// A 4K session of `model` with `workload` judged `verdict`: a FAIL fails RSS growth (63 % of
+/// the loaded size against a 50 % limit), an INVALID has a problem, a PASS grew 3.1 %.
+fn session(
+    name: &str,
+    model: &str,
+    workload: &str,
+    verdict: Verdict,
+) -> crate::agentic::SessionResult {
+    use crate::judgement::{Gate, GateCheck};
+    let header = "name,model,workload,num_ctx,num_batch,num_thread,duration_s,target_fill,think_s,success_min,tok_s_min,ttft_p95_max_s,accuracy_min,rss_growth_max_pct,stability_min";
+    let text = format!("{header}\n{name},{model},{workload},4K,512,2,90,,,0.5,0.5,120,,50,0.1\n");
+    let spec = crate::agentic::table::parse(Path::new("s.csv"), &text, 80.0, None)
+        .unwrap()
+        .remove(0);
+    let mut r = crate::agentic::assemble(
+        &spec,
+        crate::agentic::SessionRun::Skipped {
+            meta: Box::default(),
+            why: "fixture".into(),
+        },
+        90.0,
+    );
+    let growth = if verdict == Verdict::Fail { 63.0 } else { 3.1 };
+    r.judgement.verdict = verdict;
+    r.judgement.skipped = None;
+    (r.judgement.valid_trials, r.judgement.attempted_trials) = (20, 20);
+    r.judgement.checks = vec![
+        GateCheck::from_interval(Gate::Success, Some(1.0), Some((0.8, 1.0)), 20, 0.5),
+        GateCheck::from_interval(Gate::RssGrowth, Some(growth), None, 18, 50.0),
+    ];
+    if verdict == Verdict::Invalid {
+        r.judgement.problems = vec!["turn 7: the history was cut".into()];
+    }
+    r.analysis.success_rate = Some(1.0);
+    r.analysis.accuracy = Some(0.4);
+    r.analysis.cache_reuse = Some(0.68);
+    r.analysis.rss.growth_pct = Some(growth);
+    r.analysis.rss.pattern = crate::agentic::analysis::MemoryPattern::Bounded;
+    r
+}
+
+/// The fixture records with `gemma3_270m` also assigned to chat assistance, where `smollm2_135m`
+/// wins by its lower TTFT.
+fn chat_contest() -> Vec<SearchRecord> {
+    let mut records = fixture_records();
+    let gemma = records
+        .iter_mut()
+        .find(|r| r.name == "gemma3_270m")
+        .unwrap();
+    gemma.use_cases.push(("chat assistance".into(), 16384));
+    let md = outputs::render_recommendations(&records, &[]);
+    assert!(
+        md.contains("| chat assistance | `smollm2:135m` |"),
+        "smollm2 wins chat by the figures: {md}"
+    );
+    records
+}
+
+/// The section of `md` for `use_case`.
+fn section<'a>(md: &'a str, use_case: &str) -> &'a str {
+    let start = md.find(&format!("## {use_case}\n")).unwrap();
+    let rest = &md[start + 3..];
+    &md[start..start + 3 + rest.find("\n## ").unwrap_or(rest.len())]
+}
+
+#[test]
+fn a_failed_session_demotes_the_winner_and_names_the_figure() {
+    let records = chat_contest();
+    let sessions = [
+        session("smollm2_135m", "smollm2:135m", "chat", Verdict::Fail),
+        session("gemma3_270m", "gemma3:270m", "rag", Verdict::Pass),
+    ];
+    let md = outputs::render_recommendations(&records, &sessions);
+    assert!(
+        md.contains("| chat assistance | `gemma3:270m` |") && md.contains("| no session |"),
+        "{md}"
+    );
+    let chat = section(&md, "chat assistance");
+    assert!(
+        chat.contains("**Recommended: `gemma3:270m`")
+            && chat.contains("Phase 2 (chat): no session in this run for `gemma3:270m`."),
+        "{chat}"
+    );
+    assert!(
+        chat.contains("Phase 2 changed the winner: `smollm2_135m` ranks first by lowest TTFT"),
+        "{chat}"
+    );
+    // The gate, its column, the figure and the limit, from the typed check.
+    let figure =
+        "RSS growth (`rss_growth_max_pct`): RSS growth 63.0% of the loaded size (n=18) ≥ limit 50%";
+    assert!(chat.contains(figure), "{chat}");
+    assert!(
+        chat.contains("- Phase 2 of `smollm2_135m`: `smollm2_135m::agentic_chat_4k` at 4K (90 s): **FAIL** — success 100%, accuracy 40%, cache reuse 0.68, RSS growth +63.0% (bounded); failed: "),
+        "{chat}"
+    );
+    assert!(
+        chat.contains(
+            "Why: ranked by the Phase 2 chat sessions (FAIL or INVALID last), then by lowest TTFT"
+        ) && chat
+            .contains("`smollm2_135m`: 8K, TTFT 3.43 s, 48.6 tok/s, Phase 2 FAIL (RSS growth)"),
+        "{chat}"
+    );
+    // A use case whose winner's session passed prints its figures; basic code tasks has no
+    // coding session; maximum analysis has no workload.
+    let rag = section(&md, "RAG integration");
+    assert!(
+        rag.contains("- `gemma3_270m::agentic_rag_4k` at 4K (90 s): **PASS** — success 100%, accuracy 40%, cache reuse 0.68, RSS growth +3.1% (bounded)\n"),
+        "{rag}"
+    );
+    assert!(
+        section(&md, "basic code tasks")
+            .contains("Phase 2 (coding): no session in this run for `smollm2:135m`."),
+        "{md}"
+    );
+    // The order of sessions does not matter.
+    let rev = [sessions[1].clone(), sessions[0].clone()];
+    assert_eq!(outputs::render_recommendations(&records, &rev), md);
+}
+
+#[test]
+fn a_winner_whose_session_failed_says_so() {
+    // smollm2 is the only model of basic code tasks: still recommended, with a warning.
+    let records = fixture_records();
+    let sessions = [session(
+        "smollm2_135m",
+        "smollm2:135m",
+        "coding",
+        Verdict::Invalid,
+    )];
+    let md = outputs::render_recommendations(&records, &sessions);
+    let basic = section(&md, "basic code tasks");
+    assert!(
+        basic.contains("**Warning: recommended although its Phase 2 coding session did not pass**"),
+        "{basic}"
+    );
+    assert!(
+        basic.contains("invalid: turn 7: the history was cut"),
+        "{basic}"
+    );
+    assert!(
+        md.contains("| basic code tasks | `smollm2:135m` |")
+            && md.contains("| `integration_configs/smollm2_135m_8k.yaml` | INVALID |"),
+        "{md}"
+    );
+    // A chat session of a model does not speak for its coding use cases.
+    let chat = [session(
+        "smollm2_135m",
+        "smollm2:135m",
+        "chat",
+        Verdict::Fail,
+    )];
+    let md = outputs::render_recommendations(&records, &chat);
+    assert!(
+        !section(&md, "basic code tasks").contains("Warning"),
+        "{md}"
+    );
+    assert!(section(&md, "chat assistance").contains("Warning"), "{md}");
+}
+
+#[test]
+fn without_sessions_the_recommendations_are_unchanged() {
+    let records = chat_contest();
+    let md = outputs::render_recommendations(&records, &[]);
+    assert!(!md.contains("Phase 2"), "{md}");
+    // Sessions that pass change the ranking of nothing.
+    let pass = [session(
+        "smollm2_135m",
+        "smollm2:135m",
+        "chat",
+        Verdict::Pass,
+    )];
+    let with = outputs::render_recommendations(&records, &pass);
+    assert!(
+        with.contains("| chat assistance | `smollm2:135m` |"),
+        "{with}"
+    );
+    assert!(
+        outputs::session_workload("Complex Refactoring ")
+            == Some(crate::agentic::WorkloadKind::Coding)
+            && outputs::session_workload("maximum analysis").is_none()
+    );
+}
+
+#[test]
+fn the_reports_rebuild_the_recommendations_with_the_sessions() {
+    // A session that ends after the searches changes the recommendations the next time the
+    // reports are rebuilt.
+    let run = RunDir::at(tmp_dir("phase2"));
+    let records = chat_contest();
+    for r in &records {
+        super::record::write_record(&run, r).unwrap();
+    }
+    outputs::build(&run).unwrap();
+    let path = run.report_path(outputs::RECOMMENDATIONS_FILE);
+    let before = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(before, outputs::render_recommendations(&records, &[]));
+    let s = session("smollm2_135m", "smollm2:135m", "chat", Verdict::Fail);
+    crate::rundir::save_json(&run.session_path(&s.session.test_name), &s).unwrap();
+    let written = crate::report::build(&run).unwrap();
+    assert!(written.contains(&path), "{written:?}");
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(after, outputs::render_recommendations(&records, &[s]));
+    assert!(
+        after.contains("| chat assistance | `gemma3:270m` |"),
+        "{after}"
+    );
+    // outputs::build gives the same bytes.
+    outputs::build(&run).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
+    std::fs::remove_dir_all(run.root()).unwrap();
 }
