@@ -1,9 +1,11 @@
 //! The turns of a session, generated deterministically from a seed out of the texts shipped in
 //! `harness/agentic/` (README, "Agentic sessions"):
 //!
-//! - `coding/`: a small multi-file codebase (Rust, Python, TypeScript, shell, TOML) and
-//!   `questions.csv` (file, question, expected fact). A turn reads the file as a tool result
-//!   (unless the conversation has read it already), then asks the question.
+//! - `coding/`: a multi-file codebase (25 files, 2,900 lines of Rust, Go, C, Python,
+//!   TypeScript, SQL, YAML, shell and TOML; each file at most 170 lines and 6,000 characters,
+//!   so that it fits a 4K conversation) and `questions.csv` (file, question, expected fact). A
+//!   turn reads the file as a tool result (unless the conversation has read it already), then
+//!   asks the question.
 //! - `rag/`: documents (`docs/*.md`, sections under `## `) with planted facts and
 //!   `questions.csv` (kind, passages, question, fact). A turn adds the retrieved passages and
 //!   one distractor, then asks.
@@ -587,6 +589,14 @@ mod tests {
             panic!()
         };
         assert!(files.len() >= 6, "a multi-file codebase");
+        let lines: usize = files.values().map(|t| t.lines().count()).sum();
+        assert!(lines >= 2500, "thousands of lines: {lines}");
+        for (name, text) in &files {
+            assert!(
+                text.lines().count() <= 170 && text.len() <= 6000,
+                "{name} is sent whole as a tool result: at most 170 lines and 6,000 characters"
+            );
+        }
         let langs: BTreeSet<&str> = files
             .keys()
             .filter_map(|f| f.rsplit_once('.').map(|(_, e)| e))
@@ -633,8 +643,12 @@ mod tests {
     #[test]
     fn coding_reads_a_file_once_per_conversation() {
         let mut w = shipped(WorkloadKind::Coding, 3);
+        let Data::Coding { files, questions } = &w.data else {
+            panic!()
+        };
+        let (n_files, n_questions) = (files.len(), questions.len());
         w.start_conversation("a");
-        let turns: Vec<Turn> = (0..40).map(|_| w.next_turn()).collect();
+        let turns: Vec<Turn> = (0..n_questions).map(|_| w.next_turn()).collect();
         let reads = turns.iter().filter(|t| t.messages.len() == 2).count();
         let files: BTreeSet<&str> = turns
             .iter()
@@ -642,7 +656,11 @@ mod tests {
             .filter_map(|l| l.split(' ').next())
             .collect();
         assert_eq!(reads, files.len(), "each file read once: {files:?}");
-        assert_eq!(reads, 8, "every file of the codebase is read in 40 turns");
+        assert_eq!(
+            reads,
+            n_files,
+            "every file of the codebase is read in one pass over the questions"
+        );
         w.start_conversation("b");
         assert_eq!(
             w.next_turn().messages.len(),
