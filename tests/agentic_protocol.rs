@@ -140,18 +140,20 @@ fn reasons(r: &SessionResult) -> String {
 
 #[test]
 fn a_prefix_caching_server_hits_every_turn_and_passes() {
+    // Enough turns for the 4K history to reach its budget on the shipped codebase.
+    const TURNS: usize = 16;
     let ran = run(
         &spec("prefix", WorkloadKind::Coding, 4096),
         ChatScript {
             answer: oracle(),
             ..ChatScript::default()
         },
-        12,
+        TURNS as u32,
     );
     let r = &ran.result;
     let served = ran.server.chat_served();
-    assert_eq!(r.turns.len(), 12);
-    assert_eq!(served.len(), 12, "one chat request per turn");
+    assert_eq!(r.turns.len(), TURNS);
+    assert_eq!(served.len(), TURNS, "one chat request per turn");
     assert!(
         r.analysis.conversations >= 2,
         "the history reached its budget and started afresh"
@@ -185,14 +187,14 @@ fn a_prefix_caching_server_hits_every_turn_and_passes() {
         assert_eq!(t.prefix_tokens, Some(s.prompt_tokens - s.processed));
     }
     let a = &r.analysis;
-    assert_eq!(a.hits, 12 - a.conversations as usize);
+    assert_eq!(a.hits, TURNS - a.conversations as usize);
     assert_eq!((a.partials, a.misses), (0, 0));
     assert_eq!(a.cache_cliff, None);
     assert!((a.cache_reuse.unwrap() - 1.0).abs() < 1e-9);
     assert!((a.uncached_prefill_tps.unwrap() - 1e9 / CHAT_NS_PER_TOKEN as f64).abs() < 1e-6);
     assert_eq!(
         (a.succeeded, a.correct),
-        (12, 12),
+        (TURNS, TURNS),
         "the oracle answers every question"
     );
     assert_eq!(a.accuracy, Some(1.0));
@@ -222,7 +224,11 @@ fn a_prefix_caching_server_hits_every_turn_and_passes() {
     let md = std::fs::read_to_string(&md).expect("the session report");
     assert!(md.contains("prefix::agentic_coding_4k"), "{md}");
     let turns = std::fs::read_to_string(ran.env.run_dir.report_path("agentic_turns.csv")).unwrap();
-    assert_eq!(turns.lines().count(), 13, "a header and one line per turn");
+    assert_eq!(
+        turns.lines().count(),
+        TURNS + 1,
+        "a header and one line per turn"
+    );
     // The performance matrix gains its Phase 2 column and lists the session, on the rows of
     // the session's model (a cell of it is run on the same server and run directory).
     let cell = CellSpec {
@@ -364,7 +370,7 @@ fn a_server_that_silently_drops_old_messages_makes_the_session_invalid() {
             drop_above_tokens: Some(3000),
             ..ChatScript::default()
         },
-        10,
+        14,
     );
     let r = &ran.result;
     let served = ran.server.chat_served();
