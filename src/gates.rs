@@ -124,19 +124,7 @@ pub fn judge(
         skipped: None,
         notes: facts.notes.clone(),
     };
-    if j.ram_failed() {
-        j.verdict = Verdict::Fail;
-        return j;
-    }
-    j.verdict = if !j.problems.is_empty() || j.too_few_valid() {
-        Verdict::Invalid
-    } else if j.checks.iter().any(GateCheck::fails) {
-        Verdict::Fail
-    } else if j.checks.iter().any(GateCheck::straddles) {
-        Verdict::Marginal
-    } else {
-        Verdict::Pass
-    };
+    j.verdict = j.verdict_of_checks(j.too_few_valid());
     j
 }
 

@@ -505,4 +505,21 @@ impl Judgement {
     pub fn ram_failed(&self) -> bool {
         self.check(Gate::Ram).is_some_and(GateCheck::fails)
     }
+
+    /// The verdict of the checks and problems, in the one order cells and sessions share: the
+    /// RAM gate failing → FAIL; a problem, or `too_few` valid measurements → INVALID; a gate
+    /// failing → FAIL; one straddling its limit → MARGINAL; otherwise PASS.
+    pub fn verdict_of_checks(&self, too_few: bool) -> Verdict {
+        if self.ram_failed() {
+            Verdict::Fail
+        } else if !self.problems.is_empty() || too_few {
+            Verdict::Invalid
+        } else if self.checks.iter().any(GateCheck::fails) {
+            Verdict::Fail
+        } else if self.checks.iter().any(GateCheck::straddles) {
+            Verdict::Marginal
+        } else {
+            Verdict::Pass
+        }
+    }
 }

@@ -665,16 +665,6 @@ pub fn judge(
     // Turns that failed count against success, not as invalid measurements; a session with
     // fewer than two successes fails on success instead of being INVALID.
     let too_few = a.succeeded >= 2 && too_few_valid(a.measurable, a.succeeded);
-    j.verdict = if j.ram_failed() {
-        Verdict::Fail
-    } else if !j.problems.is_empty() || too_few {
-        Verdict::Invalid
-    } else if j.checks.iter().any(GateCheck::fails) {
-        Verdict::Fail
-    } else if j.checks.iter().any(GateCheck::straddles) {
-        Verdict::Marginal
-    } else {
-        Verdict::Pass
-    };
+    j.verdict = j.verdict_of_checks(too_few);
     j
 }
