@@ -31,6 +31,8 @@ export O3_REQUIRE_SERVER=1
 export O3_REQUIRE_BACKEND=1
 O3_NODE_TOOLS=$(bash harness/setup-node-tools.sh); export O3_NODE_TOOLS  # Continue's schema package (tests/continue_config.rs)
 O3_PY_TOOLS=$(bash harness/setup-python-tools.sh); export O3_PY_TOOLS  # the official Ollama Python client (harness/refserver/tests/ollama_client.rs)
+O3_CHROMIUM=$(bash harness/setup-browser.sh); export O3_CHROMIUM  # Debian's Chromium, headless (tests/browser.rs renders report.html)
+export O3_REQUIRE_BROWSER=1
 # The optimizer's live test searches the two small models within a few minutes.
 export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-4}"
 export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-180}"
@@ -47,5 +49,14 @@ export O3_ENGINE_REPS="${O3_ENGINE_REPS:-1}"
 set -a; . "${O3_CACHE:-$HOME/.cache/o3-suite}/backend.env"; set +a
 export O3_RESULTS_DIR="${O3_RESULTS_DIR:-$ROOT/target/o3-results}"
 # One test at a time: live cells measure a quiet machine, not the other tests.
-cargo nextest run --workspace --release --no-fail-fast --test-threads 1 "$@"
-echo "[test] reports: $O3_RESULTS_DIR/latest/comparative_analysis/" >&2
+status=0
+cargo nextest run --workspace --release --no-fail-fast --test-threads 1 "$@" || status=$?
+# Then the browser renders the real report of the run just made (tests/browser.rs; the run above
+# rendered the fixtures' report), and leaves its screenshot beside it as report.png.
+if [[ -d "$O3_RESULTS_DIR/latest" ]]; then
+  O3_BROWSER_RUN_DIR="$O3_RESULTS_DIR/latest" \
+    cargo nextest run -p o3-suite --release --no-fail-fast --test browser || status=$?
+fi
+echo "[test] reports: $O3_RESULTS_DIR/latest/comparative_analysis/ (open report.html)" >&2
+exit "$status"
+

@@ -32,6 +32,7 @@ pub mod optimize;
 pub mod output;
 pub mod predict;
 pub mod preflight;
+pub mod progress;
 pub mod report;
 pub mod results;
 pub mod rundir;

@@ -134,8 +134,9 @@ fn parse_tokens(s: &str) -> Option<u32> {
 }
 
 /// Longest `name`, in bytes. The longest file a name goes into is an optimizer probe's
-/// temporary result file, `cells/.<name>__opt__ctx_<n>_t<T>_b<B>_r<R>.json.<pid>.tmp`: with
-/// every figure at its largest (`u32`, 10 digits; a pid of 7), that is the name plus 75 bytes,
+/// temporary result file, `cells/.<name>__opt__ctx_<n>_t<T>_b<B>_r<R>.json.<pid>.<seq>.tmp`:
+/// with every figure at its largest (`u32`, 10 digits; a pid of 7; a `u64` sequence number, 20),
+/// that is the name plus 96 bytes,
 /// and a file name may hold 255 bytes on the usual file systems (ext4, xfs, btrfs, APFS, NTFS).
 /// 64 leaves room and is far longer than any useful slug.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -1055,9 +1056,9 @@ mod tests {
             u32::MAX
         );
         let file = crate::rundir::cell_file_name(&probe);
-        let tmp = format!(".{file}.{}.tmp", 4_194_304);
+        let tmp = format!(".{file}.{}.{}.tmp", 4_194_304, u64::MAX);
         assert!(tmp.len() <= 255, "{} bytes", tmp.len());
-        assert_eq!(tmp.len(), MAX_NAME_BYTES + 75);
+        assert_eq!(tmp.len(), MAX_NAME_BYTES + 96);
         let dir = std::env::temp_dir().join(format!("o3-matrix-long-{}", std::process::id()));
         crate::rundir::write_atomic(&dir.join(&file), b"{}").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -3,15 +3,18 @@
 //! [`build`] is a pure function of the run directory ([`RunDir`]: the cell results, the
 //! optimizer's search records and the sessions): it [`aggregate`]s the cell results into one
 //! [`Report`] and hands it to one [`ReportWriter`] per format — [`JsonReport`] for bots,
-//! [`CsvReport`] for spreadsheets, [`MarkdownReport`] for people — and, when the run has
+//! [`CsvReport`] for spreadsheets, [`MarkdownReport`] for people, [`HtmlReport`] for people with
+//! a browser (charts, one self-contained page) — and, when the run has
 //! searches, rebuilds the use-case recommendations, which weigh the sessions
 //! ([`crate::optimize::outputs::write_recommendations`]). Each file lands atomically in
 //! `<run>/comparative_analysis/`. Nothing here reads clocks, hostnames or other in-memory state,
 //! so the same cells always give the same bytes (which is what the goldens rely on), and reports
 //! work the same under `cargo test` and under nextest's process-per-test model.
 
+pub mod charts;
 mod csv_report;
 mod definitions;
+pub mod html;
 mod json_report;
 mod markdown;
 
@@ -29,6 +32,7 @@ use crate::stats::Summary;
 
 pub use self::csv_report::{COLUMNS as CSV_COLUMNS, CsvReport};
 pub use self::definitions::{Definition, definitions};
+pub use self::html::{HtmlInput, HtmlReport};
 pub use self::json_report::JsonReport;
 pub use self::markdown::MarkdownReport;
 
@@ -132,6 +136,15 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         })
         .collect();
     let mut written = output::write_all(run.root(), &writers(), &report)?;
+    // The HTML page draws the sessions' curves too.
+    written.extend(output::write_all(
+        run.root(),
+        &[&HtmlReport],
+        &HtmlInput {
+            report: &report,
+            sessions: &sessions,
+        },
+    )?);
     // The recommendations weigh the sessions: rebuilt with the reports whenever the run has
     // searches, so a session that ends after them still counts.
     if !records.items.is_empty() {

@@ -238,16 +238,22 @@ pub fn cell_file_name(test_name: &str) -> String {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename.
+///
+/// The temporary file's name is unique per process and per call, so tests of one process that
+/// rebuild the same report at once (threads under `cargo test`) do not rename each other's
+/// temporary file away; the last rename wins, whole.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir).map_err(|source| StoreError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;

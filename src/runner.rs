@@ -74,18 +74,25 @@ pub fn run_cell(spec: &CellSpec, env: &RunEnv) -> CellResult {
 pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellResult {
     let started = Instant::now();
     let meta = run_metadata(env);
+    let _progress = crate::progress::start(
+        &env.run_dir,
+        &env.run_id,
+        &spec.test_name,
+        crate::progress::TestKind::Cell,
+    );
     let run = RUNTIME.block_on(phases(spec, env, opts, meta));
     let mut result = assemble(spec, run, started.elapsed().as_secs_f64());
     // The prediction gets its errors, and the measurement calibrates the cells after it.
     if let Some(note) = crate::predict::check_cell(&env.config, &mut result) {
         progress(spec, &format!("warning: {note}"));
     }
-    eprintln!(
-        "[{}] {}: {}",
-        spec.test_name,
+    let verdict_line = format!(
+        "{}: {}",
         result.verdict().label(),
         result.judgement.reasons().join(" | ")
     );
+    eprintln!("[{}] {verdict_line}", spec.test_name);
+    crate::progress::finish(&verdict_line);
     let path = env.run_dir.cell_path(&spec.test_name);
     match save_json(&path, &result) {
         Ok(()) => progress(spec, &format!("result written to {}", path.display())),
@@ -834,7 +841,9 @@ async fn measuring_loop(
             spec.num_thread,
         );
         rec.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
-        progress(spec, &trial_line(&rec, measured, cfg.max_trials));
+        let line = trial_line(&rec, measured, cfg.max_trials);
+        progress(spec, &line);
+        crate::progress::step(measured, Some(cfg.max_trials), &line);
         let fatal = matches!(
             outcome,
             Err(BackendError::Http { .. })

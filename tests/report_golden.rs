@@ -1,5 +1,6 @@
 //! Golden files of the reports: fixed cell results in `tests/fixtures/report/cells/` are built
-//! into reports, which must match `golden/performance_matrix.{md,csv,json}` byte for byte.
+//! into reports, which must match `golden/performance_matrix.{md,csv,json}` and
+//! `golden/report.html` byte for byte.
 //!
 //! The fixtures' judgements are made by the judge: each fixture is judged again from its trials,
 //! hardware, problems and notes (`runner::rejudge`), and must already hold that judgement, so a
@@ -111,7 +112,8 @@ fn reports_match_goldens() {
         [
             "performance_matrix.json",
             "performance_matrix.csv",
-            "performance_matrix.md"
+            "performance_matrix.md",
+            "report.html"
         ]
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));

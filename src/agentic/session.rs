@@ -66,14 +66,21 @@ pub fn run_session(spec: &SessionSpec, env: &RunEnv) -> SessionResult {
 pub fn run_session_with(spec: &SessionSpec, env: &RunEnv, opts: &SessionOptions) -> SessionResult {
     let started = Instant::now();
     let meta = run_metadata(env);
+    let _progress = crate::progress::start(
+        &env.run_dir,
+        &env.run_id,
+        &spec.test_name,
+        crate::progress::TestKind::Session,
+    );
     let run = RUNTIME.block_on(phases(spec, env, opts, meta));
     let result = super::assemble(spec, run, started.elapsed().as_secs_f64());
-    eprintln!(
-        "[{}] {}: {}",
-        spec.test_name,
+    let verdict_line = format!(
+        "{}: {}",
         result.verdict().label(),
         result.judgement.reasons().join(" | ")
     );
+    eprintln!("[{}] {verdict_line}", spec.test_name);
+    crate::progress::finish(&verdict_line);
     let path = env.run_dir.session_path(&spec.test_name);
     match save_json(&path, &result) {
         Ok(()) => progress(spec, &format!("result written to {}", path.display())),
@@ -417,7 +424,9 @@ async fn session_turns(
         ran.turns.push(rec);
         analysis::derive(&mut ran.turns);
         let rec = ran.turns.last().expect("just pushed");
-        progress(spec, &turn_line(rec, &ran.turns));
+        let line = turn_line(rec, &ran.turns);
+        progress(spec, &line);
+        crate::progress::step(rec.turn, None, &line);
         if success {
             failures_in_row = 0;
             if let Some(n) = rec.prompt_tokens()

@@ -347,11 +347,17 @@ fn build_on_an_empty_run_dir_says_no_cells() {
         [
             "performance_matrix.json",
             "performance_matrix.csv",
-            "performance_matrix.md"
+            "performance_matrix.md",
+            "report.html"
         ]
     );
     let md = fs::read_to_string(&paths[2]).unwrap();
     assert!(md.contains("No cells"), "{md}");
+    let html = fs::read_to_string(&paths[3]).unwrap();
+    assert!(
+        html.contains("No cells") && !html.contains("<figure"),
+        "{html}"
+    );
     let csv = fs::read_to_string(&paths[1]).unwrap();
     assert_eq!(csv.lines().count(), 1, "header only: {csv}");
     let json: serde_json::Value =
@@ -379,7 +385,8 @@ fn build_writes_atomically_and_leaves_no_temporary_files() {
         [
             "performance_matrix.csv",
             "performance_matrix.json",
-            "performance_matrix.md"
+            "performance_matrix.md",
+            "report.html"
         ]
     );
     let csv = fs::read_to_string(&paths[1]).unwrap();
