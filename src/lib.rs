@@ -17,6 +17,7 @@
 
 pub mod agentic;
 pub mod backend;
+pub mod baseline;
 pub mod config;
 pub mod date;
 pub mod engine;

@@ -258,6 +258,13 @@ pub struct VerdictCounts {
     pub invalid: usize,
     /// SKIPPED cells.
     pub skipped: usize,
+    /// REGRESSED cells (against the run's baseline); absent from the JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub regressed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl VerdictCounts {
@@ -274,6 +281,7 @@ impl VerdictCounts {
                 Verdict::Fail => c.fail += 1,
                 Verdict::Invalid => c.invalid += 1,
                 Verdict::Skipped => c.skipped += 1,
+                Verdict::Regressed => c.regressed += 1,
             }
         }
         c
@@ -545,6 +553,7 @@ pub fn use_case_fit(verdict: Verdict, use_case: &str, failed: &[Gate]) -> String
         }
         Verdict::Invalid => "— (invalid)".to_string(),
         Verdict::Skipped => "— (not run)".to_string(),
+        Verdict::Regressed => with("📉", "regressed against the baseline"),
     }
 }
 
