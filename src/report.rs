@@ -5,15 +5,19 @@
 //! [`Report`] and hands it to one [`ReportWriter`] per format — [`JsonReport`] for bots,
 //! [`CsvReport`] for spreadsheets, [`MarkdownReport`] for people — and, when the run has
 //! searches, rebuilds the use-case recommendations, which weigh the sessions
-//! ([`crate::optimize::outputs::write_recommendations`]). Each file lands atomically in
+//! ([`crate::optimize::outputs::write_recommendations`]). It also writes the per-trial figures
+//! in the Go benchmark format ([`bench`], `bench.txt`) and, when the run names a baseline
+//! (`baseline.json`, [`crate::baseline`]), the comparison with it ([`regression`]). Each file lands atomically in
 //! `<run>/comparative_analysis/`. Nothing here reads clocks, hostnames or other in-memory state,
 //! so the same cells always give the same bytes (which is what the goldens rely on), and reports
 //! work the same under `cargo test` and under nextest's process-per-test model.
 
+pub mod bench;
 mod csv_report;
 mod definitions;
 mod json_report;
 mod markdown;
+pub mod regression;
 
 use std::path::PathBuf;
 
@@ -132,6 +136,19 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         })
         .collect();
     let mut written = output::write_all(run.root(), &writers(), &report)?;
+    // The per-trial figures for benchstat, and, when the run names a baseline, the comparison.
+    written.extend(output::write_all(
+        run.root(),
+        &[&bench::BenchFormat],
+        &cells.items[..],
+    )?);
+    if let Some(regression) = regression::of_run(run, &cells.items) {
+        written.extend(output::write_all(
+            run.root(),
+            &[&regression::RegressionWriter],
+            &regression,
+        )?);
+    }
     // The recommendations weigh the sessions: rebuilt with the reports whenever the run has
     // searches, so a session that ends after them still counts.
     if !records.items.is_empty() {

@@ -111,7 +111,8 @@ fn reports_match_goldens() {
         [
             "performance_matrix.json",
             "performance_matrix.csv",
-            "performance_matrix.md"
+            "performance_matrix.md",
+            "bench.txt"
         ]
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
