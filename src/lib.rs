@@ -28,6 +28,7 @@ pub mod judgement;
 pub mod lock;
 pub mod matrix;
 pub mod measure;
+pub mod merge;
 pub mod monitor;
 pub mod optimize;
 pub mod output;
