@@ -347,7 +347,8 @@ fn build_on_an_empty_run_dir_says_no_cells() {
         [
             "performance_matrix.json",
             "performance_matrix.csv",
-            "performance_matrix.md"
+            "performance_matrix.md",
+            "bench.txt"
         ]
     );
     let md = fs::read_to_string(&paths[2]).unwrap();
@@ -377,6 +378,7 @@ fn build_writes_atomically_and_leaves_no_temporary_files() {
     assert_eq!(
         names,
         [
+            "bench.txt",
             "performance_matrix.csv",
             "performance_matrix.json",
             "performance_matrix.md"
