@@ -718,4 +718,45 @@ mod tests {
         assert!(g.abs() < 1e-12, "{g}");
         assert!(geomean_change(&[]).is_none());
     }
+    #[test]
+    fn the_variables_are_read_and_checked() {
+        let results = std::env::temp_dir().join(format!("o3-baseline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&results);
+        std::fs::create_dir_all(results.join("r1/cells")).unwrap();
+        let get = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let s = BaselineSettings::from_lookup(
+            &get(&[("O3_BASELINE", "r1"), ("O3_BASELINE_THRESHOLD", "2.5")]),
+            &results,
+        )
+        .unwrap();
+        assert_eq!(
+            s.run_dir.as_deref(),
+            Some(results.join("r1").canonicalize().unwrap().as_path())
+        );
+        assert_eq!(s.threshold_pct, 2.5);
+        assert!(!s.warn_only);
+        let e =
+            BaselineSettings::from_lookup(&get(&[("O3_BASELINE", "r9")]), &results).unwrap_err();
+        assert_eq!(e.var, "O3_BASELINE");
+        assert!(e.allowed.contains("cells/"), "{e}");
+        let e = BaselineSettings::from_lookup(&get(&[("O3_BASELINE_THRESHOLD", "100")]), &results)
+            .unwrap_err();
+        assert_eq!(e.var, "O3_BASELINE_THRESHOLD");
+        // A run cannot be its own baseline; another run records it.
+        let own = RunDir::at(results.join("r1"));
+        assert!(record(&own, &s).is_err());
+        let next = RunDir::at(results.join("r2"));
+        std::fs::create_dir_all(next.cells_dir()).unwrap();
+        record(&next, &s).unwrap();
+        let rec = read_record(&next).unwrap().unwrap();
+        assert_eq!((rec.run_id.as_str(), rec.threshold()), ("r1", 0.025));
+        std::fs::remove_dir_all(&results).unwrap();
+    }
 }
