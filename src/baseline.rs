@@ -176,12 +176,17 @@ impl BaselineRecord {
     }
 }
 
-/// Writes `<run>/baseline.json` for `settings` (nothing when they name no baseline). A
-/// baseline that is the run itself is an error.
+/// Writes `<run>/baseline.json` for `settings` (nothing when they name no baseline). A run
+/// that already records one keeps it: under nextest every test is a process that reads the
+/// variables again, and after the first one `latest` names this very run. A baseline that is
+/// the run itself is an error.
 pub fn record(run: &RunDir, settings: &BaselineSettings) -> std::io::Result<()> {
     let Some(rec) = BaselineRecord::of(settings) else {
         return Ok(());
     };
+    if run.root().join(RECORD_FILE).exists() {
+        return Ok(());
+    }
     if run.root().canonicalize().ok().as_deref() == Some(rec.run_dir.as_path()) {
         return Err(std::io::Error::other(format!(
             "O3_BASELINE names this run's own directory {}: choose an earlier run",
@@ -757,6 +762,14 @@ mod tests {
         record(&next, &s).unwrap();
         let rec = read_record(&next).unwrap().unwrap();
         assert_eq!((rec.run_id.as_str(), rec.threshold()), ("r1", 0.025));
+        // A later process of the same run, whose `latest` now names the run itself, keeps the
+        // first record.
+        let later = BaselineSettings {
+            run_dir: Some(next.root().canonicalize().unwrap()),
+            ..s.clone()
+        };
+        record(&next, &later).unwrap();
+        assert_eq!(read_record(&next).unwrap().unwrap().run_id, "r1");
         std::fs::remove_dir_all(&results).unwrap();
     }
 }
