@@ -56,6 +56,9 @@ pub struct Config {
     /// before it is invalid as "host busy" (100 turns the guard off). Default: derived per cell
     /// from its `num_thread` (see `monitor::default_busy_limit_pct`).
     pub busy_cpu_pct: Option<f64>,
+    /// `O3_BASELINE`, `O3_BASELINE_THRESHOLD`, `O3_BASELINE_WARN_ONLY`: the run every cell is
+    /// compared with ([`crate::baseline`]). Default: none.
+    pub baseline: crate::baseline::BaselineSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Config {
             sample_hz,
             seed,
             busy_cpu_pct,
+            baseline,
         } = self;
         f.debug_struct("Config")
             .field("server", &self.display_url())
@@ -97,6 +101,7 @@ impl std::fmt::Debug for Config {
             .field("sample_hz", sample_hz)
             .field("seed", seed)
             .field("busy_cpu_pct", busy_cpu_pct)
+            .field("baseline", baseline)
             .finish()
     }
 }
@@ -142,6 +147,7 @@ impl Default for Config {
             sample_hz: 5.0,
             seed: 42,
             busy_cpu_pct: None,
+            baseline: Default::default(),
         }
     }
 }
@@ -479,6 +485,7 @@ impl Config {
         if let Some(v) = get("O3_SEED") {
             c.seed = SEED.parse_var("O3_SEED", &v)?;
         }
+        c.baseline = crate::baseline::BaselineSettings::from_lookup(&get, &c.results_dir)?;
         Ok(c)
     }
 

@@ -123,6 +123,8 @@ pub fn judge(
         ram_guard_tripped: hardware.ram_guard_tripped,
         skipped: None,
         notes: facts.notes.clone(),
+        regressions: Vec::new(),
+        baseline_run_id: None,
     };
     j.verdict = j.verdict_of_checks(j.too_few_valid());
     j

@@ -61,7 +61,7 @@ pub fn judged_outcome(config: &Config, name: &str, j: &Judgement) -> Result<Comp
             Ok(Completion::Completed)
         }
         Verdict::Skipped => cannot_run(config, &reasons.join("; ")),
-        Verdict::Fail | Verdict::Invalid => {
+        Verdict::Fail | Verdict::Invalid | Verdict::Regressed => {
             Err(format!("{}:\n  {}", j.verdict.label(), reasons.join("\n  ")).into())
         }
     }

@@ -22,6 +22,10 @@ pub enum Verdict {
     Invalid,
     /// The cell could not run here (server unreachable, model not pulled).
     Skipped,
+    /// The gates pass, but a figure is significantly worse than the same cell of the baseline
+    /// run, beyond the noise threshold ([`crate::baseline`]); the changes are in
+    /// [`Judgement::regressions`].
+    Regressed,
 }
 
 impl Verdict {
@@ -33,6 +37,7 @@ impl Verdict {
             Verdict::Fail => "FAIL",
             Verdict::Invalid => "INVALID",
             Verdict::Skipped => "SKIPPED",
+            Verdict::Regressed => "REGRESSED",
         }
     }
 }
@@ -382,6 +387,14 @@ pub struct Judgement {
     pub skipped: Option<String>,
     /// Notes that do not change the verdict.
     pub notes: Vec<String>,
+    /// The figures significantly worse than the same cell of the baseline run, beyond the
+    /// noise threshold ([`crate::baseline`]); they make a PASS or MARGINAL cell REGRESSED
+    /// unless `O3_BASELINE_WARN_ONLY=1`. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regressions: Vec<crate::baseline::FigureChange>,
+    /// The run id of the baseline the cell was compared with, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_run_id: Option<String>,
 }
 
 impl Judgement {
@@ -397,7 +410,41 @@ impl Judgement {
             ram_guard_tripped: false,
             skipped: Some(why),
             notes: Vec::new(),
+            regressions: Vec::new(),
+            baseline_run_id: None,
         }
+    }
+
+    /// Records the comparison with the baseline run `baseline_run_id`: the regressed figures
+    /// of `changes` are kept, and make a PASS or MARGINAL verdict REGRESSED unless `warn_only`
+    /// (a FAIL, INVALID or SKIPPED verdict already says more and stays).
+    pub fn apply_regressions(
+        &mut self,
+        changes: &[crate::baseline::FigureChange],
+        baseline_run_id: &str,
+        warn_only: bool,
+    ) {
+        self.baseline_run_id = Some(baseline_run_id.to_string());
+        self.regressions = changes
+            .iter()
+            .filter(|c| c.outcome == crate::baseline::Outcome::Regressed)
+            .cloned()
+            .collect();
+        if !self.regressions.is_empty()
+            && !warn_only
+            && matches!(self.verdict, Verdict::Pass | Verdict::Marginal)
+        {
+            self.verdict = Verdict::Regressed;
+        }
+    }
+
+    /// The regressions in words: `TTFT REGRESSED +25.0% … (baseline r1)`.
+    fn regression_lines(&self) -> Vec<String> {
+        let base = self.baseline_run_id.as_deref().unwrap_or("?");
+        self.regressions
+            .iter()
+            .map(|c| format!("{} (baseline run {base})", c.describe()))
+            .collect()
     }
 
     /// The check of `gate`, when it was checked.
@@ -439,6 +486,14 @@ impl Judgement {
     /// reports and the test output print. Rendered from the typed fields, never stored.
     pub fn reasons(&self) -> Vec<String> {
         let mut out = self.verdict_reasons();
+        if self.verdict != Verdict::Regressed {
+            // Warn-only, or a verdict that says more: the regressions are still shown.
+            out.extend(
+                self.regression_lines()
+                    .into_iter()
+                    .map(|l| format!("warning: {l}")),
+            );
+        }
         out.extend(self.notes.iter().map(|n| format!("note: {n}")));
         out
     }
@@ -447,6 +502,7 @@ impl Judgement {
     pub fn verdict_reasons(&self) -> Vec<String> {
         match self.verdict {
             Verdict::Skipped => self.skipped.iter().cloned().collect(),
+            Verdict::Regressed => self.regression_lines(),
             Verdict::Invalid => {
                 let mut v = self.problems.clone();
                 if self.too_few_valid() {

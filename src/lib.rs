@@ -10,13 +10,14 @@
 //! API), [`workload`] (prompts), [`measure`] (one trial), [`monitor`] (hardware sampler),
 //! [`stats`], [`stability`], [`gates`] (the typed judgement), [`engine`] (llama-bench figures
 //! for engine-relative gates), [`results`] (what a cell leaves), [`rundir`] (the run
-//! directory's layout and files), [`lock`] (one run per server and run directory), [`report`], [`preflight`], [`predict`] (performance prediction), [`runner`] (one cell end to end,
+//! directory's layout and files), [`lock`] (one run per server and run directory), [`report`], [`baseline`] (comparison with an earlier run), [`merge`] (several hosts in one comparison), [`preflight`], [`predict`] (performance prediction), [`runner`] (one cell end to end,
 //! in phases), [`harness`] (the shared test-target `main`), [`date`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agentic;
 pub mod backend;
+pub mod baseline;
 pub mod config;
 pub mod date;
 pub mod engine;
@@ -27,6 +28,7 @@ pub mod judgement;
 pub mod lock;
 pub mod matrix;
 pub mod measure;
+pub mod merge;
 pub mod monitor;
 pub mod optimize;
 pub mod output;

@@ -6,17 +6,21 @@
 //! [`CsvReport`] for spreadsheets, [`MarkdownReport`] for people, [`HtmlReport`] for people with
 //! a browser (charts, one self-contained page) — and, when the run has
 //! searches, rebuilds the use-case recommendations, which weigh the sessions
-//! ([`crate::optimize::outputs::write_recommendations`]). Each file lands atomically in
+//! ([`crate::optimize::outputs::write_recommendations`]). It also writes the per-trial figures
+//! in the Go benchmark format ([`bench`], `bench.txt`) and, when the run names a baseline
+//! (`baseline.json`, [`crate::baseline`]), the comparison with it ([`regression`]). Each file lands atomically in
 //! `<run>/comparative_analysis/`. Nothing here reads clocks, hostnames or other in-memory state,
 //! so the same cells always give the same bytes (which is what the goldens rely on), and reports
 //! work the same under `cargo test` and under nextest's process-per-test model.
 
 pub mod charts;
+pub mod bench;
 mod csv_report;
 mod definitions;
 pub mod html;
 mod json_report;
 mod markdown;
+pub mod regression;
 
 use std::path::PathBuf;
 
@@ -145,6 +149,19 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
             sessions: &sessions,
         },
     )?);
+    // The per-trial figures for benchstat, and, when the run names a baseline, the comparison.
+    written.extend(output::write_all(
+        run.root(),
+        &[&bench::BenchFormat],
+        &cells.items[..],
+    )?);
+    if let Some(regression) = regression::of_run(run, &cells.items) {
+        written.extend(output::write_all(
+            run.root(),
+            &[&regression::RegressionWriter],
+            &regression,
+        )?);
+    }
     // The recommendations weigh the sessions: rebuilt with the reports whenever the run has
     // searches, so a session that ends after them still counts.
     if !records.items.is_empty() {
@@ -271,6 +288,13 @@ pub struct VerdictCounts {
     pub invalid: usize,
     /// SKIPPED cells.
     pub skipped: usize,
+    /// REGRESSED cells (against the run's baseline); absent from the JSON when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub regressed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl VerdictCounts {
@@ -287,6 +311,7 @@ impl VerdictCounts {
                 Verdict::Fail => c.fail += 1,
                 Verdict::Invalid => c.invalid += 1,
                 Verdict::Skipped => c.skipped += 1,
+                Verdict::Regressed => c.regressed += 1,
             }
         }
         c
@@ -558,6 +583,7 @@ pub fn use_case_fit(verdict: Verdict, use_case: &str, failed: &[Gate]) -> String
         }
         Verdict::Invalid => "— (invalid)".to_string(),
         Verdict::Skipped => "— (not run)".to_string(),
+        Verdict::Regressed => with("📉", "regressed against the baseline"),
     }
 }
 

@@ -193,6 +193,8 @@ impl RunEnv {
     /// Creates the run directory of `run_id` and points `<results_dir>/latest` at it.
     pub fn with_run_id(config: Config, run_id: String) -> std::io::Result<RunEnv> {
         let run_dir = RunDir::create(&config.results_dir, &run_id)?;
+        // The baseline is recorded in the run, so its judgements and reports name it.
+        crate::baseline::record(&run_dir, &config.baseline)?;
         Ok(RunEnv {
             config,
             run_dir,

@@ -86,6 +86,11 @@ pub fn run_cell_with(spec: &CellSpec, env: &RunEnv, opts: &CellOptions) -> CellR
     if let Some(note) = crate::predict::check_cell(&env.config, &mut result) {
         progress(spec, &format!("warning: {note}"));
     }
+    // Compared with the same cell of the run's baseline (`O3_BASELINE`): REGRESSED when a
+    // figure got significantly worse beyond the noise threshold.
+    if let Some(line) = crate::baseline::judge_against_baseline(&env.run_dir, &mut result) {
+        progress(spec, &line);
+    }
     let verdict_line = format!(
         "{}: {}",
         result.verdict().label(),

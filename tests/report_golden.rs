@@ -113,7 +113,8 @@ fn reports_match_goldens() {
             "performance_matrix.json",
             "performance_matrix.csv",
             "performance_matrix.md",
-            "report.html"
+            "report.html",
+            "bench.txt"
         ]
     );
     assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));

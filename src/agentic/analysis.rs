@@ -661,6 +661,8 @@ pub fn judge(
         ram_guard_tripped: hardware.ram_guard_tripped,
         skipped: None,
         notes,
+        regressions: Vec::new(),
+        baseline_run_id: None,
     };
     // Turns that failed count against success, not as invalid measurements; a session with
     // fewer than two successes fails on success instead of being INVALID.

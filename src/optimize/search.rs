@@ -56,9 +56,13 @@ pub(super) struct Class {
 /// Majority rule over the runs of one point: PASS when at least `k` runs passed and more passed
 /// than failed; FAIL when at least `k` runs failed and more failed than passed; otherwise unclear
 /// (`None`). MARGINAL and INVALID runs count for neither side (INVALID numbers cannot be
-/// trusted either way), so such a point is probed again.
+/// trusted either way), so such a point is probed again. A REGRESSED run passed its gates (it
+/// is only worse than the baseline run) and counts as a PASS.
 pub(super) fn classify(runs: &[Verdict], k: usize) -> Option<Class> {
-    let p = runs.iter().filter(|v| **v == Verdict::Pass).count();
+    let p = runs
+        .iter()
+        .filter(|v| matches!(v, Verdict::Pass | Verdict::Regressed))
+        .count();
     let f = runs.iter().filter(|v| **v == Verdict::Fail).count();
     if p >= k && p > f {
         Some(Class {

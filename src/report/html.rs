@@ -7,7 +7,8 @@
 //! with their 95 % intervals, the gates' limits as lines, the performance model's predictions),
 //! the performance matrix with verdict colours and `[TARGET]` rows, per session TTFT and decode
 //! rate against history size and RSS against time, the stability components and the metric
-//! definitions.
+//! definitions. A run compared with a baseline (`O3_BASELINE`) counts its REGRESSED cells too;
+//! the comparison itself is in `regression.md`.
 //!
 //! Like every report it is a pure function of the run directory: the same cells and sessions
 //! give the same bytes (the golden in `golden/report.html` holds it). A small inline script,
@@ -241,7 +242,12 @@ fn counts(o: &mut String, r: &Report) {
         ("v-fail", "FAIL", c.fail),
         ("v-invalid", "INVALID", c.invalid),
         ("v-skipped", "SKIPPED", c.skipped),
+        ("v-regressed", "REGRESSED", c.regressed),
     ] {
+        if label == "REGRESSED" && n == 0 {
+            // Only runs compared with a baseline can have any.
+            continue;
+        }
         let _ = write!(o, "<span class=\"{class}\">{n} {label}</span>");
     }
     o.push_str("</div>\n");

@@ -90,6 +90,11 @@ fn verdict_summary(o: &mut String, r: &Report) {
         c.invalid,
         c.skipped
     );
+    if c.regressed > 0 {
+        // Only a run with a baseline has any: the sentence above stays as it was without one.
+        o.pop();
+        out!(o, " {} REGRESSED against the baseline.", c.regressed);
+    }
     out!(o);
     let skipped: Vec<&Row> = r
         .rows
@@ -231,6 +236,7 @@ fn phase2_of(model: &str, phase2: &[super::Phase2]) -> String {
                 Verdict::Marginal => "⚠️",
                 Verdict::Fail => "❌",
                 Verdict::Invalid | Verdict::Skipped => "❔",
+                Verdict::Regressed => "📉",
             };
             format!(
                 "{mark} {} {} ({:.0} s, {}): success {}, accuracy {}, cache reuse {}, TTFT {} s/1K, RSS {}",

@@ -348,7 +348,8 @@ fn build_on_an_empty_run_dir_says_no_cells() {
             "performance_matrix.json",
             "performance_matrix.csv",
             "performance_matrix.md",
-            "report.html"
+            "report.html",
+            "bench.txt"
         ]
     );
     let md = fs::read_to_string(&paths[2]).unwrap();
@@ -383,6 +384,7 @@ fn build_writes_atomically_and_leaves_no_temporary_files() {
     assert_eq!(
         names,
         [
+            "bench.txt",
             "performance_matrix.csv",
             "performance_matrix.json",
             "performance_matrix.md",

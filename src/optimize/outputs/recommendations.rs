@@ -149,6 +149,7 @@ fn session_line(s: &SessionResult) -> String {
         Verdict::Invalid => "invalid",
         Verdict::Marginal => "marginal",
         Verdict::Skipped => "not run",
+        Verdict::Regressed => "regressed",
         Verdict::Pass => "",
     };
     format!(

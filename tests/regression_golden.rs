@@ -1,0 +1,170 @@
+//! A run compared with its baseline: the fixture cells of `tests/fixtures/report/cells/` are the
+//! baseline run; the current run is the same cells with known changes — TTFT +25 % at
+//! `gemma3_tools_27b::ctx_32k` (a regression), decode +15 % at `gemma3_tools_27b::ctx_64k` (an
+//! improvement), a new server version for `qwen3_coder_30b` (a re-optimization trigger without
+//! any regression). Each current cell is judged against the baseline as the runner does
+//! (`baseline::judge_against_baseline`), then the reports are built; `regression.md`,
+//! `regression.json` and `bench.txt` must match `golden/regression/` byte for byte
+//! (`O3_GOLDEN=overwrite` rewrites them).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use o3_suite::baseline::{self, BaselineSettings};
+use o3_suite::config::Config;
+use o3_suite::golden::{self, Update};
+use o3_suite::harness::cell_outcome;
+use o3_suite::report;
+use o3_suite::results::{CellResult, TrialKind, Verdict};
+use o3_suite::rundir::{RunDir, load_json, save_json};
+use o3_suite::runner::rejudge;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture_cells() -> Vec<CellResult> {
+    let dir = manifest_dir().join("tests/fixtures/report/cells");
+    let mut cells: Vec<CellResult> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| rejudge(&load_json(&p).unwrap()))
+        .collect();
+    cells.sort_by(|a, b| a.cell.test_name.cmp(&b.cell.test_name));
+    cells
+}
+
+/// The fixture cells with the known changes.
+fn changed(mut c: CellResult) -> CellResult {
+    let name = c.cell.test_name.clone();
+    for t in c
+        .trials
+        .iter_mut()
+        .filter(|t| t.kind == TrialKind::Measured)
+    {
+        match name.as_str() {
+            "gemma3_tools_27b::ctx_32k" => t.ttft_s = t.ttft_s.map(|x| x * 1.25),
+            "gemma3_tools_27b::ctx_64k" => t.decode_tps = t.decode_tps.map(|x| x * 1.15),
+            _ => {}
+        }
+    }
+    if c.cell.name == "qwen3_coder_30b" && c.metadata.server_version.is_some() {
+        c.metadata.server_version = Some("0.31.0".into());
+    }
+    c.metadata.run_id = "current".into();
+    rejudge(&c)
+}
+
+/// The baseline run and the current run (judged against it), under `tag`.
+fn runs(tag: &str, warn_only: bool) -> (RunDir, RunDir, Vec<CellResult>) {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("regression_golden")
+        .join(tag);
+    let _ = fs::remove_dir_all(&root);
+    let base = RunDir::at(root.join("baseline"));
+    let cur = RunDir::at(root.join("current"));
+    for c in fixture_cells() {
+        save_json(&base.cell_path(&c.cell.test_name), &c).unwrap();
+    }
+    fs::create_dir_all(cur.cells_dir()).unwrap();
+    let settings = BaselineSettings {
+        run_dir: Some(base.root().canonicalize().unwrap()),
+        threshold_pct: 5.0,
+        warn_only,
+    };
+    baseline::record(&cur, &settings).unwrap();
+    let mut judged = Vec::new();
+    for c in fixture_cells() {
+        let mut c = changed(c);
+        baseline::judge_against_baseline(&cur, &mut c);
+        save_json(&cur.cell_path(&c.cell.test_name), &c).unwrap();
+        judged.push(c);
+    }
+    (base, cur, judged)
+}
+
+fn find<'a>(cells: &'a [CellResult], name: &str) -> &'a CellResult {
+    cells.iter().find(|c| c.cell.test_name == name).unwrap()
+}
+
+#[test]
+fn regression_report_matches_goldens() {
+    let update = Update::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let (_, cur, _) = runs("goldens", false);
+    let paths = report::build(&cur).unwrap();
+    let golden_dir = manifest_dir().join("golden/regression");
+    let wip_dir = manifest_dir().join("golden/wip/regression");
+    let mut failures = Vec::new();
+    for name in ["regression.md", "regression.json", "bench.txt"] {
+        let path = cur.report_path(name);
+        assert!(paths.contains(&path), "{name} not written: {paths:?}");
+        let actual = fs::read_to_string(&path).unwrap();
+        if let Err(e) = golden::check(name, &actual, &golden_dir, &wip_dir, update) {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_regression_fails_the_cell_with_figure_baseline_and_change() {
+    let (_, _, cells) = runs("verdicts", false);
+    let r = find(&cells, "gemma3_tools_27b::ctx_32k");
+    assert_eq!(r.verdict(), Verdict::Regressed, "{:?}", r.judgement);
+    assert_eq!(r.judgement.regressions.len(), 1);
+    let ch = &r.judgement.regressions[0];
+    assert_eq!(ch.figure, baseline::Figure::Ttft);
+    assert!((ch.change - 0.25).abs() < 1e-9, "{ch:?}");
+    let Err(err) = cell_outcome(&Config::default(), r) else {
+        panic!("a REGRESSED cell's test passed");
+    };
+    let msg = err.message().unwrap();
+    assert!(
+        msg.starts_with("REGRESSED") && msg.contains("TTFT") && msg.contains("+25.0%"),
+        "{msg}"
+    );
+    assert!(msg.contains("baseline's 3.11 s"), "{msg}");
+    // The improvement and the unchanged cells keep their verdicts; FAIL stays FAIL.
+    assert_eq!(
+        find(&cells, "gemma3_tools_27b::ctx_64k").verdict(),
+        Verdict::Pass
+    );
+    assert_eq!(
+        find(&cells, "gemma3_tools_27b::ctx_128k").verdict(),
+        Verdict::Fail
+    );
+    assert_eq!(
+        find(&cells, "qwen3_coder_30b::ctx_32k").verdict(),
+        Verdict::Marginal
+    );
+}
+
+#[test]
+fn warn_only_reports_the_regression_and_passes() {
+    let (_, cur, cells) = runs("warn_only", true);
+    let r = find(&cells, "gemma3_tools_27b::ctx_32k");
+    assert_eq!(r.verdict(), Verdict::Pass);
+    assert_eq!(r.judgement.regressions.len(), 1);
+    assert!(cell_outcome(&Config::default(), r).is_ok());
+    assert!(
+        r.judgement
+            .reasons()
+            .iter()
+            .any(|l| l.starts_with("warning: TTFT REGRESSED")),
+        "{:?}",
+        r.judgement.reasons()
+    );
+    // The report still lists it as a trigger.
+    report::build(&cur).unwrap();
+    let md = fs::read_to_string(cur.report_path("regression.md")).unwrap();
+    assert!(md.contains("- `gemma3_tools_27b`"), "{md}");
+}
+
+#[test]
+fn a_run_without_baseline_writes_no_regression_report() {
+    let (base, _, _) = runs("no_baseline", false);
+    let paths = report::build(&base).unwrap();
+    assert!(paths.contains(&base.report_path("bench.txt")));
+    assert!(!base.report_path("regression.md").exists());
+}
