@@ -33,9 +33,10 @@ O3_NODE_TOOLS=$(bash harness/setup-node-tools.sh); export O3_NODE_TOOLS  # Conti
 O3_PY_TOOLS=$(bash harness/setup-python-tools.sh); export O3_PY_TOOLS  # the official Ollama Python client (harness/refserver/tests/ollama_client.rs)
 O3_CHROMIUM=$(bash harness/setup-browser.sh); export O3_CHROMIUM  # Debian's Chromium, headless (tests/browser.rs renders report.html)
 export O3_REQUIRE_BROWSER=1
-# The optimizer's live test searches the two small models within a few minutes.
-export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-4}"
-export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-180}"
+# The optimizer's live test searches the two small models within a few minutes (3 probes and
+# 120 s a model: the quality sweep, the browser and the baseline re-run need the time).
+export O3_OPT_MAX_PROBES="${O3_OPT_MAX_PROBES:-3}"
+export O3_OPT_BUDGET_S="${O3_OPT_BUDGET_S:-120}"
 export O3_OPT_BATCHES="${O3_OPT_BATCHES:-128,512}"
 # At most 6 measured trials per cell (the default is 10): a cell whose stability interval
 # straddles its gate measures to the maximum, and at 10 such cells and optimizer probes took the
@@ -56,6 +57,30 @@ cargo nextest run --workspace --release --no-fail-fast --test-threads 1 "$@" || 
 if [[ -d "$O3_RESULTS_DIR/latest" ]]; then
   O3_BROWSER_RUN_DIR="$O3_RESULTS_DIR/latest" \
     cargo nextest run -p o3-suite --release --no-fail-fast --test browser || status=$?
+fi
+# Then two reference cells again, compared with this run as their baseline (README
+# "Baselines and regressions"): regression.md of that second run must compare both, and shows
+# whether anything moved beyond the noise threshold. Warn-only: a shared 2-core CI machine may
+# really be slower for a minute, and that is what the table is there to show, not a failed build.
+if [[ -d "$O3_RESULTS_DIR/latest/cells" ]]; then
+  first=$(cd "$O3_RESULTS_DIR/latest" && pwd -P)
+  again="$O3_RESULTS_DIR/baseline-check"
+  echo "[test] re-running two reference cells against the baseline $first" >&2
+  if O3_RESULTS_DIR="$again" O3_BASELINE="$first" O3_BASELINE_WARN_ONLY=1 \
+    cargo nextest run -p o3-suite --release --no-fail-fast --test context_scaling \
+      -E 'test(=smollm2_135m::ctx_2k) | test(=gemma3_270m::ctx_8k)'; then
+    regression="$again/latest/comparative_analysis/regression.md"
+    if [[ -f "$regression" ]] && grep -q 'smollm2_135m::ctx_2k' "$regression" &&
+      grep -q 'gemma3_270m::ctx_8k' "$regression"; then
+      echo "[test] $regression:" >&2
+      cat "$regression" >&2
+    else
+      echo "[test] FAILED: $regression does not compare both re-run cells" >&2
+      status=1
+    fi
+  else
+    status=1
+  fi
 fi
 echo "[test] reports: $O3_RESULTS_DIR/latest/comparative_analysis/ (open report.html)" >&2
 exit "$status"
