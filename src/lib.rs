@@ -31,6 +31,7 @@ pub mod monitor;
 pub mod optimize;
 pub mod output;
 pub mod predict;
+pub mod quality;
 pub mod preflight;
 pub mod report;
 pub mod results;
