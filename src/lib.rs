@@ -33,6 +33,7 @@ pub mod monitor;
 pub mod optimize;
 pub mod output;
 pub mod predict;
+pub mod quality;
 pub mod preflight;
 pub mod progress;
 pub mod report;

@@ -30,6 +30,8 @@ use crate::results::CellResult;
 pub const CELLS_DIR: &str = "cells";
 /// Directory of the session results ([`crate::agentic`]).
 pub const SESSIONS_DIR: &str = "sessions";
+/// Where quality results go ([`crate::quality`]).
+pub const QUALITY_DIR: &str = "quality";
 /// Directory of the reports.
 pub const REPORTS_DIR: &str = "comparative_analysis";
 /// Directory (under [`REPORTS_DIR`]) of the optimizer's search records.
@@ -119,6 +121,16 @@ impl RunDir {
     /// The result file of a session: `sessions/<test name with :: → __>.json`.
     pub fn session_path(&self, test_name: &str) -> PathBuf {
         self.sessions_dir().join(cell_file_name(test_name))
+    }
+
+    /// The directory of the quality results ([`crate::quality`]).
+    pub fn quality_dir(&self) -> PathBuf {
+        self.root.join(QUALITY_DIR)
+    }
+
+    /// The result file of a quality test: `quality/<test name with :: → __>.json`.
+    pub fn quality_path(&self, test_name: &str) -> PathBuf {
+        self.quality_dir().join(cell_file_name(test_name))
     }
 
     /// Every cell result of the run, sorted by test name; a file that cannot be read is an

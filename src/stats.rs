@@ -285,6 +285,50 @@ pub fn wilson(successes: usize, n: usize) -> Option<(f64, f64)> {
     Some(((centre - half).max(0.0), (centre + half).min(1.0)))
 }
 
+/// Result of a two-proportion z-test (pooled), e.g. the accuracy of two approaches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TwoProportion {
+    /// `k_a / n_a − k_b / n_b`.
+    pub difference: f64,
+    /// z statistic of the difference.
+    pub z: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+}
+
+/// The pooled two-proportion z-test of `k_a` successes in `n_a` against `k_b` in `n_b`; `None`
+/// when either sample is empty. Equal proportions at 0 or 1 (no variance) give p = 1.
+pub fn two_proportion(k_a: usize, n_a: usize, k_b: usize, n_b: usize) -> Option<TwoProportion> {
+    use statrs::distribution::Normal;
+    if n_a == 0 || n_b == 0 {
+        return None;
+    }
+    let (ka, na, kb, nb) = (
+        k_a.min(n_a) as f64,
+        n_a as f64,
+        k_b.min(n_b) as f64,
+        n_b as f64,
+    );
+    let (pa, pb) = (ka / na, kb / nb);
+    let pooled = (ka + kb) / (na + nb);
+    let se = (pooled * (1.0 - pooled) * (1.0 / na + 1.0 / nb)).sqrt();
+    if se == 0.0 {
+        return Some(TwoProportion {
+            difference: pa - pb,
+            z: 0.0,
+            p_value: 1.0,
+        });
+    }
+    let z = (pa - pb) / se;
+    let normal = Normal::new(0.0, 1.0).expect("a standard normal");
+    let p_value = (2.0 * (1.0 - normal.cdf(z.abs()))).clamp(0.0, 1.0);
+    Some(TwoProportion {
+        difference: pa - pb,
+        z,
+        p_value,
+    })
+}
+
 /// Two-sided standard-normal critical value for `confidence` (1.96 at 95 %).
 pub fn t_critical_normal(confidence: f64) -> f64 {
     use statrs::distribution::Normal;
@@ -441,6 +485,24 @@ pub fn t_quantile(q: f64, df: f64) -> f64 {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[test]
+    fn two_proportion_test_of_known_figures() {
+        // 45/50 against 30/50: pooled 0.75, se = sqrt(0.75·0.25·0.04) = 0.0866, z = 3.464.
+        let t = two_proportion(45, 50, 30, 50).unwrap();
+        assert!((t.difference - 0.3).abs() < 1e-12);
+        assert!((t.z - 3.4641).abs() < 1e-3, "{t:?}");
+        assert!((t.p_value - 0.000532).abs() < 2e-5, "{t:?}");
+        // The same proportions: no difference at all.
+        let same = two_proportion(5, 10, 10, 20).unwrap();
+        assert_eq!((same.z, same.p_value), (0.0, 1.0));
+        // All right on both sides: no variance, p = 1; an empty sample: no test.
+        assert_eq!(two_proportion(6, 6, 9, 9).unwrap().p_value, 1.0);
+        assert_eq!(two_proportion(0, 0, 1, 2), None);
+        // Symmetric in the order of the samples.
+        let back = two_proportion(30, 50, 45, 50).unwrap();
+        assert!((back.z + t.z).abs() < 1e-12 && (back.p_value - t.p_value).abs() < 1e-12);
+    }
 
     #[test]
     fn line_fit_of_a_known_line_and_its_interval() {

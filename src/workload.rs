@@ -130,6 +130,42 @@ fn fnv1a(s: &str) -> u64 {
 /// then corpus fragments (of `only` one kind, when given) in an order shuffled by `key`, each
 /// counted at its kind's ratio, the last one cut to land on the target.
 pub fn prompt_of(key: &str, tokens: u32, ratios: Ratios, only: Option<Kind>) -> Prompt {
+    prompt_with(key, tokens, ratios, only, &[]).0
+}
+
+/// A text placed inside a prompt's fill ([`prompt_with`]): a fact of a retrieval probe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Insert {
+    /// Where it goes: the share of the fill (the prompt without its inserts) before it: 0 =
+    /// the start, 1 = the end.
+    pub depth: f64,
+    /// The text (a line of its own; counted at the prose ratio).
+    pub text: String,
+}
+
+/// Where an [`Insert`] landed in the text of a prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placed {
+    /// Byte offset of its first character.
+    pub offset: usize,
+    /// Tokens the ratios count before it, the inserts before it included.
+    pub tokens_before: f64,
+    /// Tokens of fill (the prompt without its inserts) before it: its depth × the fill's
+    /// tokens, within a word.
+    pub fill_before: f64,
+}
+
+/// [`prompt_of`] with `inserts` placed in the fill, each at its depth of the prompt's
+/// `tokens` (a fragment is cut at a space to make room, so an insert sits within a word of its
+/// depth); the inserts count towards `tokens`, so the prompt keeps its size. Returns where each
+/// insert landed, in the order given.
+pub fn prompt_with(
+    key: &str,
+    tokens: u32,
+    ratios: Ratios,
+    only: Option<Kind>,
+    inserts: &[Insert],
+) -> (Prompt, Vec<Placed>) {
     let segments: Vec<&Segment> = CORPUS
         .iter()
         .filter(|s| only.is_none_or(|k| s.kind == k))
@@ -138,9 +174,49 @@ pub fn prompt_of(key: &str, tokens: u32, ratios: Ratios, only: Option<Kind>) -> 
     let target = tokens as f64;
     let mut est = head.len() as f64 / ratios.code;
     let mut text = head;
+    // The inserts in the order of their depth, each as its own line.
+    let mut pending: Vec<(usize, f64, String)> = inserts
+        .iter()
+        .enumerate()
+        .map(|(i, ins)| {
+            let line = format!("{}\n", ins.text.trim_end());
+            (i, ins.depth.clamp(0.0, 1.0), line)
+        })
+        .collect();
+    pending.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut placed = vec![
+        Placed {
+            offset: 0,
+            tokens_before: 0.0,
+            fill_before: 0.0,
+        };
+        inserts.len()
+    ];
+    let mut place = |text: &mut String, est: &mut f64, fill: f64, (i, _, line): (usize, f64, String)| {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        placed[i] = Placed {
+            offset: text.len(),
+            tokens_before: *est,
+            fill_before: fill,
+        };
+        *est += line.len() as f64 / ratios.prose;
+        text.push_str(&line);
+    };
+    // The fill's own budget: what the inserts leave of the target.
+    let insert_tokens: f64 = pending
+        .iter()
+        .map(|p| p.2.len() as f64 / ratios.prose)
+        .sum();
+    let fill_target = (target - insert_tokens).max(0.0);
+    for p in &mut pending {
+        p.1 *= fill_target;
+    }
+    let mut fill_est = est;
     let mut rng = fnv1a(key);
     let mut order: Vec<usize> = Vec::new();
-    while est < target - 0.5 {
+    while fill_est < fill_target - 0.5 {
         if order.is_empty() {
             // A fresh shuffle of every fragment (Fisher–Yates), used back to front.
             order = (0..segments.len()).collect();
@@ -151,25 +227,56 @@ pub fn prompt_of(key: &str, tokens: u32, ratios: Ratios, only: Option<Kind>) -> 
         }
         let seg = segments[order.pop().expect("refilled above")];
         let r = ratios.of(seg.kind);
-        let seg_tokens = seg.text.len() as f64 / r;
-        if est + seg_tokens <= target {
-            text.push_str(&seg.text);
-            est += seg_tokens;
-        } else {
-            let mut cut = (((target - est) * r).round() as usize).min(seg.text.len());
-            while !seg.text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.push_str(&seg.text[..cut]);
+        // The fragment, cut where the fill ends, and again where an insert is due.
+        let mut rest: &str = &seg.text;
+        let room = ((fill_target - fill_est) * r).round() as usize;
+        let last = rest.len() as f64 / r > fill_target - fill_est;
+        if last {
+            rest = &rest[..floor_boundary(rest, room.min(rest.len()))];
+        }
+        while let Some(due) = pending.last().map(|p| p.1)
+            && fill_est + rest.len() as f64 / r > due
+        {
+            // Cut at the last space before the insert's depth, or at the depth itself when
+            // that space is more than two tokens back.
+            let want = floor_boundary(rest, ((due - fill_est).max(0.0) * r).round() as usize);
+            let cut = rest[..want].rfind(' ').map_or(want, |i| i + 1);
+            let cut = if (want - cut) as f64 > 2.0 * r { want } else { cut };
+            text.push_str(&rest[..cut]);
             est += cut as f64 / r;
+            fill_est += cut as f64 / r;
+            rest = &rest[cut..];
+            let p = pending.pop().expect("checked above");
+            place(&mut text, &mut est, fill_est, p);
+        }
+        text.push_str(rest);
+        est += rest.len() as f64 / r;
+        fill_est += rest.len() as f64 / r;
+        if last {
             break;
         }
     }
-    Prompt {
-        text,
-        intended_tokens: tokens,
-        estimated_tokens: est,
+    // Inserts due at (or beyond) the very end.
+    while let Some(p) = pending.pop() {
+        place(&mut text, &mut est, fill_est, p);
     }
+    (
+        Prompt {
+            text,
+            intended_tokens: tokens,
+            estimated_tokens: est,
+        },
+        placed,
+    )
+}
+
+/// The largest char boundary of `s` at or below `at`.
+fn floor_boundary(s: &str, mut at: usize) -> usize {
+    at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// A prompt of mixed prose and code (see [`prompt_of`]).
@@ -273,6 +380,67 @@ mod tests {
         );
         // Same key, same prompt (reproducible).
         assert_eq!(a, prompt("run1/cell/0", 500, r));
+    }
+
+    #[rstest]
+    #[case(0.0)]
+    #[case(0.1)]
+    #[case(0.5)]
+    #[case(0.9)]
+    #[case(1.0)]
+    fn an_insert_sits_at_its_depth_and_the_prompt_keeps_its_fill(#[case] depth: f64) {
+        let r = Ratios {
+            prose: 4.0,
+            code: 3.0,
+        };
+        let fact = "The access code of the amber vault is 4417203.";
+        let ins = [Insert {
+            depth,
+            text: fact.to_string(),
+        }];
+        let (p, placed) = prompt_with("run/quality/trial-3", 4000, r, None, &ins);
+        // The prompt keeps its size, the fact is in it once, on a line of its own.
+        assert!((p.estimated_tokens - 4000.0).abs() <= 1.0, "{}", p.estimated_tokens);
+        assert_eq!(p.text.matches(fact).count(), 1);
+        let at = placed[0].offset;
+        assert_eq!(&p.text[at..at + fact.len()], fact);
+        assert!(at == 0 || p.text[..at].ends_with('\n'));
+        // Within two tokens of the stated depth of the fill (a fragment is cut at a space).
+        let fill = 4000.0 - (fact.len() + 1) as f64 / 4.0;
+        // (Never before the unique first line, which is code-like text.)
+        let head = (p.text.lines().next().unwrap().len() + 1) as f64 / 3.0;
+        let want = (depth * fill).max(head);
+        assert!(
+            (placed[0].fill_before - want).abs() <= 2.0,
+            "{} tokens before, wanted {want}",
+            placed[0].fill_before
+        );
+        assert_eq!(placed[0].tokens_before, placed[0].fill_before);
+        // The text really has that many tokens before the fact at the ratios: between the
+        // code and the prose rate.
+        let chars = at as f64;
+        assert!(chars / 4.0 - 2.0 <= want + 12.0 && chars / 3.0 + 2.0 >= want - 1.0);
+        // Without the inserts the same fill is the plain prompt's (the fill code is shared).
+        assert_eq!(prompt_with("k", 900, r, None, &[]).0, prompt("k", 900, r));
+    }
+
+    #[test]
+    fn several_inserts_keep_their_order_of_depth() {
+        let r = Ratios::default();
+        let ins: Vec<Insert> = [0.8, 0.2, 0.5]
+            .iter()
+            .map(|&d| Insert {
+                depth: d,
+                text: format!("FACT at {d}"),
+            })
+            .collect();
+        let (p, placed) = prompt_with("multi", 2000, r, None, &ins);
+        assert!(placed[1].offset < placed[2].offset && placed[2].offset < placed[0].offset);
+        for (i, pl) in placed.iter().enumerate() {
+            let fill = p.estimated_tokens - 3.0 * 12.0 / r.prose;
+            assert!((pl.fill_before - ins[i].depth * fill).abs() <= 2.0, "{pl:?}");
+            assert!(p.text[pl.offset..].starts_with(&ins[i].text));
+        }
     }
 
     #[rstest]

@@ -1,0 +1,329 @@
+//! One quality test end to end: preflight, clean slate, load, a calibration of characters per
+//! token on the server's own count, then the probes — each depth in turn, `trials` rounds, so
+//! that drift over the test does not line up with depth — each a fresh `/api/chat` request
+//! whose document is unique from its first line (no prompt cache can serve it); then
+//! [`super::assemble`], a pure function from what the phases produced to the
+//! [`QualityResult`], which is written and the reports rebuilt.
+
+use std::time::Instant;
+
+use super::needle::{self, Probe};
+use super::table::QualitySpec;
+use super::{ANSWER_KEPT_CHARS, ProbeRecord, QualityFacts, QualityResult, QualityRun};
+use crate::backend::{
+    ChatRequest, GenerateRequest, LoadOptions, Message, OllamaClient, same_model,
+};
+use crate::config::Config;
+use crate::measure::{self, FILL_TOLERANCE, TrialPlan};
+use crate::monitor::{Monitor, MonitorConfig};
+use crate::preflight::preflight;
+use crate::results::{RunMetadata, TrialKind};
+use crate::rundir::{RunEnv, save_json};
+use crate::runner::{RUNTIME, clean_slate, record_facts, record_unsaved, run_metadata};
+use crate::workload::{self, Ratios};
+
+/// Tokens of the calibration prompt (at most a quarter of the fill).
+pub const CALIBRATION_TOKENS: u32 = 512;
+
+/// Runs one quality test. Blocks; writes `<run>/quality/<name>.json` and rebuilds the reports
+/// whatever happens.
+pub fn run_quality(spec: &QualitySpec, env: &RunEnv) -> QualityResult {
+    let started = Instant::now();
+    let meta = run_metadata(env);
+    let run = RUNTIME.block_on(phases(spec, env, meta));
+    let result = super::assemble(spec, run, started.elapsed().as_secs_f64());
+    progress(
+        spec,
+        &format!(
+            "{}: {}",
+            result.verdict().label(),
+            result.judgement.reasons().join(" | ")
+        ),
+    );
+    let path = env.run_dir.quality_path(&spec.test_name);
+    match save_json(&path, &result) {
+        Ok(()) => progress(spec, &format!("result written to {}", path.display())),
+        Err(e) => {
+            progress(spec, &format!("error: the result was not written: {e}"));
+            record_unsaved(&e);
+        }
+    }
+    if let Err(e) = crate::report::build(&env.run_dir) {
+        progress(spec, &format!("warning: reports not rebuilt: {e}"));
+    }
+    result
+}
+
+fn progress(spec: &QualitySpec, msg: &str) {
+    eprintln!("[{}] {msg}", spec.test_name);
+}
+
+/// What the phases of a test that ran produced.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ran {
+    /// Host, server and model facts.
+    pub meta: RunMetadata,
+    /// The server's `load_duration` of the load (s).
+    pub load_s: Option<f64>,
+    /// Every probe, in the order asked.
+    pub probes: Vec<ProbeRecord>,
+    /// What the sampler saw.
+    pub hardware: crate::results::HardwareSummary,
+    /// Problems and notes.
+    pub facts: QualityFacts,
+}
+
+fn request(spec: &QualitySpec, cfg: &Config, think_false: bool, num_predict: u32) -> GenerateRequest {
+    GenerateRequest {
+        model: spec.model.clone(),
+        prompt: String::new(),
+        load: LoadOptions {
+            num_ctx: spec.num_ctx,
+            num_batch: spec.num_batch,
+            num_thread: spec.num_thread,
+        },
+        num_predict,
+        seed: cfg.seed,
+        // The model stays loaded between probes: the longest a probe may take, twice.
+        keep_alive_s: 2 * (cfg.trial_timeout.as_secs() + cfg.first_chunk_timeout.as_secs()),
+        think_false,
+        truncate_false: false,
+    }
+}
+
+/// The seed of probe `index` of a test in a run: distinct facts per trial, reproducible.
+pub fn probe_seed(run_id: &str, test: &str, index: u32) -> u64 {
+    crate::optimize::sim::fnv1a(&format!("{run_id}/{test}/probe-{index}"))
+}
+
+/// The probes of a test in the order asked: each depth in turn, `trials` rounds.
+pub fn plan(spec: &QualitySpec, run_id: &str) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for _ in 0..spec.trials {
+        for &d in &spec.depths {
+            let i = out.len() as u32;
+            out.push(needle::probe(
+                spec.probe,
+                d,
+                probe_seed(run_id, &spec.test_name, i),
+            ));
+        }
+    }
+    out
+}
+
+async fn phases(spec: &QualitySpec, env: &RunEnv, mut meta: RunMetadata) -> QualityRun {
+    let client = OllamaClient::new(&env.config);
+    let facts = match preflight(&client, &spec.model).await {
+        Ok(f) => f,
+        Err(e) if e.skips() => {
+            return QualityRun::Skipped {
+                meta: Box::new(meta),
+                why: e.to_string(),
+            };
+        }
+        Err(e) => {
+            let mut ran = Ran {
+                meta,
+                ..Ran::default()
+            };
+            ran.facts.problems.push(e.to_string());
+            ran.facts.notes.extend(client.take_retry_notes());
+            return QualityRun::Ran(Box::new(ran));
+        }
+    };
+    record_facts(&mut meta, &facts);
+    let think_false = facts.show.can_think();
+    meta.think_false_sent = think_false;
+    meta.options_sent = request(spec, &env.config, think_false, spec.num_predict).options();
+    let mut ran = Ran {
+        meta,
+        ..Ran::default()
+    };
+    if let Some(trained) = ran.meta.trained_context
+        && u64::from(spec.num_ctx) > trained
+    {
+        ran.facts.problems.push(format!(
+            "num_ctx {} exceeds {}'s trained context {trained}: Ollama clamps it, so this test would measure a smaller context",
+            spec.num_ctx, spec.model
+        ));
+        return QualityRun::Ran(Box::new(ran));
+    }
+    if let Err(e) = clean_slate(&client, &env.config).await {
+        ran.facts
+            .problems
+            .push(format!("could not unload models before the test: {e}"));
+        return QualityRun::Ran(Box::new(ran));
+    }
+    let monitor = Monitor::start(&MonitorConfig {
+        base_url: env.config.origin(),
+        sample_hz: env.config.sample_hz,
+        ram_limit_pct: spec.gates.ram_max_pct,
+    });
+    if let Err(p) = probes(&client, spec, env, think_false, &monitor, &mut ran).await {
+        ran.facts.problems.push(p);
+    }
+    let _ = client.unload(&spec.model).await;
+    ran.hardware = monitor.stop();
+    ran.facts.notes.extend(client.take_retry_notes());
+    QualityRun::Ran(Box::new(ran))
+}
+
+async fn probes(
+    client: &OllamaClient,
+    spec: &QualitySpec,
+    env: &RunEnv,
+    think_false: bool,
+    monitor: &Monitor,
+    ran: &mut Ran,
+) -> Result<(), String> {
+    let cfg = &env.config;
+    progress(
+        spec,
+        &format!(
+            "loading {} (num_ctx {}, num_batch {}, num_thread {})",
+            spec.model, spec.num_ctx, spec.num_batch, spec.num_thread
+        ),
+    );
+    let load = client
+        .generate(&request(spec, cfg, think_false, 1), |_| {})
+        .await
+        .map_err(|e| format!("loading the model failed: {e}"))?;
+    ran.load_s = load.metrics.load_duration.map(|ns| ns as f64 / 1e9);
+    match client.ps().await {
+        Ok(ps) => {
+            let m = ps
+                .iter()
+                .find(|m| same_model(&m.name, &spec.model))
+                .ok_or("the model is not in /api/ps after loading it")?;
+            ran.meta.ps_context_length = m.context_length;
+            ran.meta.ps_size_bytes = m.size;
+            if let Some(ctx) = m.context_length
+                && ctx != u64::from(spec.num_ctx)
+            {
+                return Err(format!(
+                    "the server runs the model at context {ctx}, not the test's num_ctx {} (/api/ps context_length)",
+                    spec.num_ctx
+                ));
+            }
+        }
+        Err(e) => ran.facts.notes.push(format!("/api/ps failed: {e}")),
+    }
+    // Characters per token on the server's own count, before any probe can overflow.
+    let mut ratios = Ratios::default();
+    let cal_tokens = CALIBRATION_TOKENS.min(spec.fill_tokens / 4).max(64);
+    let cal = workload::prompt(
+        &format!("{}/{}/calibration", env.run_id, spec.test_name),
+        cal_tokens,
+        ratios,
+    );
+    let mut req = request(spec, cfg, think_false, 1);
+    req.prompt = cal.text.clone();
+    let c = client
+        .generate(&req, |_| {})
+        .await
+        .map_err(|e| format!("calibration request failed: {e}"))?;
+    match c.metrics.prompt_eval_count {
+        Some(n) if workload::calibrate(cal.text.len(), n).is_some() => {
+            ratios = ratios.scaled(cal.estimated_tokens / n as f64);
+            ran.meta.chars_per_token = workload::calibrate(cal.text.len(), n);
+        }
+        other => ran.facts.notes.push(format!(
+            "calibration gave {other:?} tokens for {} characters: kept the default ratios",
+            cal.text.len()
+        )),
+    }
+    let probes = plan(spec, &env.run_id);
+    let total = probes.len();
+    for (i, probe) in probes.into_iter().enumerate() {
+        let key = format!("{}/{}/probe-{i}", env.run_id, spec.test_name);
+        let pp = needle::prompt(&probe, &key, spec.fill_tokens, ratios);
+        let extra = (pp.text.len() - pp.document.text.trim_end().len()) as f64 / ratios.prose;
+        let planned = pp.document.estimated_tokens + extra;
+        let plan = TrialPlan {
+            index: i as u32,
+            kind: TrialKind::Measured,
+            prompt_chars: pp.text.len(),
+            intended_tokens: planned.round() as u32,
+            num_predict: spec.num_predict,
+        };
+        let req = ChatRequest {
+            model: spec.model.clone(),
+            messages: vec![Message::new("user", pp.text.clone())],
+            params: request(spec, cfg, think_false, spec.num_predict),
+        };
+        let outcome = client.chat(&req, |_| {}).await;
+        let (mut trial, answer, failure) = match &outcome {
+            Ok(c) => (
+                measure::figures(&plan, c),
+                c.events.iter().map(|e| e.content.as_str()).collect::<String>(),
+                None,
+            ),
+            Err(e) => (measure::from_error(&plan, e), String::new(), Some(e.to_string())),
+        };
+        trial.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
+        let correct = failure.is_none().then(|| needle::matches(&probe.expected, &answer));
+        if let Some(n) = trial.prompt_tokens_evaluated {
+            let n = f64::from(n);
+            if n < planned * (1.0 - FILL_TOLERANCE) {
+                let p = format!(
+                    "prompt truncated: the server evaluated {n} of {planned:.0} planned prompt tokens, so facts were cut out of the context"
+                );
+                if !ran.facts.problems.contains(&p) {
+                    ran.facts.problems.push(p);
+                }
+            } else if (0.5..2.0).contains(&(planned / n)) {
+                // Keep the next probes at the planned fill.
+                ratios = ratios.scaled(planned / n);
+            }
+        }
+        let asked = pp.placed[probe
+            .facts
+            .iter()
+            .position(|f| f.text.contains(&probe.expected))
+            .unwrap_or(0)];
+        let rec = ProbeRecord {
+            index: i as u32,
+            depth: probe.depth,
+            fill_before: asked.fill_before,
+            expected: probe.expected.clone(),
+            answer: answer.chars().take(ANSWER_KEPT_CHARS).collect(),
+            correct,
+            failure,
+            trial,
+        };
+        progress(spec, &probe_line(&rec, i + 1, total));
+        let unreachable = matches!(outcome, Err(crate::backend::BackendError::Unreachable { .. }));
+        ran.probes.push(rec);
+        if unreachable {
+            return Err(format!("probe {}: the server went away", i + 1));
+        }
+        if monitor.guard().load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the RAM guard stopped the test".to_string());
+        }
+    }
+    Ok(())
+}
+
+fn probe_line(r: &ProbeRecord, n: usize, total: usize) -> String {
+    let f = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |x| format!("{x:.d$}"));
+    format!(
+        "probe {n}/{total}: depth {:.2} ({:.0} tokens in), prompt {} tokens, ttft {} s, decode {} tok/s: {}",
+        r.depth,
+        r.fill_before,
+        r.trial
+            .prompt_tokens_evaluated
+            .map_or("–".into(), |n| n.to_string()),
+        f(r.trial.ttft_s, 2),
+        f(r.trial.decode_tps, 1),
+        match (r.correct, &r.failure) {
+            (Some(true), _) => "right".to_string(),
+            (Some(false), _) => format!(
+                "wrong (expected {}, got {:?})",
+                r.expected,
+                r.answer.chars().take(60).collect::<String>()
+            ),
+            (None, f) => format!("FAILED: {}", f.as_deref().unwrap_or("")),
+        }
+    )
+}
