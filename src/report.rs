@@ -13,8 +13,8 @@
 //! so the same cells always give the same bytes (which is what the goldens rely on), and reports
 //! work the same under `cargo test` and under nextest's process-per-test model.
 
-pub mod charts;
 pub mod bench;
+pub mod charts;
 mod csv_report;
 mod definitions;
 pub mod html;
@@ -124,11 +124,16 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
     report
         .phase2
         .sort_by(|a, b| (&a.model, &a.test_name).cmp(&(&b.model, &b.test_name)));
+    let quality_results =
+        read_json_dir::<crate::quality::QualityResult>(&run.quality_dir()).map_err(read_error)?;
+    let quality = (!quality_results.items.is_empty())
+        .then(|| crate::quality::report::of(&quality_results.items));
     report.files_not_read = cells
         .unreadable
         .into_iter()
         .chain(records.unreadable)
         .chain(sessions_unreadable)
+        .chain(quality_results.unreadable)
         .map(|u| Unreadable {
             // Relative to the run directory, so the same files give the same bytes anywhere.
             path: u
@@ -147,8 +152,17 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         &HtmlInput {
             report: &report,
             sessions: &sessions,
+            quality: quality.as_ref(),
         },
     )?);
+    // The quality sweeps (`cargo test --test quality`), when the run has any.
+    if let Some(q) = &quality {
+        written.extend(output::write_all(
+            run.root(),
+            &crate::quality::report::writers(),
+            q,
+        )?);
+    }
     // The per-trial figures for benchstat, and, when the run names a baseline, the comparison.
     written.extend(output::write_all(
         run.root(),

@@ -192,18 +192,19 @@ pub fn prompt_with(
         };
         inserts.len()
     ];
-    let mut place = |text: &mut String, est: &mut f64, fill: f64, (i, _, line): (usize, f64, String)| {
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        placed[i] = Placed {
-            offset: text.len(),
-            tokens_before: *est,
-            fill_before: fill,
+    let mut place =
+        |text: &mut String, est: &mut f64, fill: f64, (i, _, line): (usize, f64, String)| {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            placed[i] = Placed {
+                offset: text.len(),
+                tokens_before: *est,
+                fill_before: fill,
+            };
+            *est += line.len() as f64 / ratios.prose;
+            text.push_str(&line);
         };
-        *est += line.len() as f64 / ratios.prose;
-        text.push_str(&line);
-    };
     // The fill's own budget: what the inserts leave of the target.
     let insert_tokens: f64 = pending
         .iter()
@@ -241,7 +242,11 @@ pub fn prompt_with(
             // that space is more than two tokens back.
             let want = floor_boundary(rest, ((due - fill_est).max(0.0) * r).round() as usize);
             let cut = rest[..want].rfind(' ').map_or(want, |i| i + 1);
-            let cut = if (want - cut) as f64 > 2.0 * r { want } else { cut };
+            let cut = if (want - cut) as f64 > 2.0 * r {
+                want
+            } else {
+                cut
+            };
             text.push_str(&rest[..cut]);
             est += cut as f64 / r;
             fill_est += cut as f64 / r;
@@ -400,7 +405,11 @@ mod tests {
         }];
         let (p, placed) = prompt_with("run/quality/trial-3", 4000, r, None, &ins);
         // The prompt keeps its size, the fact is in it once, on a line of its own.
-        assert!((p.estimated_tokens - 4000.0).abs() <= 1.0, "{}", p.estimated_tokens);
+        assert!(
+            (p.estimated_tokens - 4000.0).abs() <= 1.0,
+            "{}",
+            p.estimated_tokens
+        );
         assert_eq!(p.text.matches(fact).count(), 1);
         let at = placed[0].offset;
         assert_eq!(&p.text[at..at + fact.len()], fact);
@@ -438,7 +447,10 @@ mod tests {
         assert!(placed[1].offset < placed[2].offset && placed[2].offset < placed[0].offset);
         for (i, pl) in placed.iter().enumerate() {
             let fill = p.estimated_tokens - 3.0 * 12.0 / r.prose;
-            assert!((pl.fill_before - ins[i].depth * fill).abs() <= 2.0, "{pl:?}");
+            assert!(
+                (pl.fill_before - ins[i].depth * fill).abs() <= 2.0,
+                "{pl:?}"
+            );
             assert!(p.text[pl.offset..].starts_with(&ins[i].text));
         }
     }

@@ -132,7 +132,8 @@ pub fn analyse(probes: &[ProbeRecord], depths: &[f64], fill_tokens: u32) -> Qual
         asked: probes.len(),
         accuracy: (n > 0).then(|| k as f64 / n as f64),
         accuracy_ci: stats::wilson(k, n),
-        filled_tokens: stats::mean(&counted).or((!probes.is_empty()).then_some(f64::from(fill_tokens))),
+        filled_tokens: stats::mean(&counted)
+            .or((!probes.is_empty()).then_some(f64::from(fill_tokens))),
         ttft_s: of(|t| t.ttft_s),
         decode_tps: of(|t| t.decode_tps),
     }
@@ -209,6 +210,8 @@ pub fn judge(
         ram_guard_tripped: hardware.ram_guard_tripped,
         skipped: None,
         notes: facts.notes.clone(),
+        regressions: Vec::new(),
+        baseline_run_id: None,
     };
     let too_few = a.asked == 0 || too_few_valid(a.answered, a.asked);
     j.verdict = j.verdict_of_checks(too_few);
@@ -367,6 +370,82 @@ mod tests {
         }
     }
 
+    fn result(ctx: &str, fill_tokens: u32, answers: &[(f64, bool)]) -> QualityResult {
+        let t = format!(
+            "name,model,num_ctx,fill,depths,trials,probe,num_batch,num_thread,accuracy_min,ttft_max_s\n\
+             a,m,{ctx},0.75,0 0.5 1,2,needle,512,2,0.5,30\n"
+        );
+        let spec = table::parse(Path::new("q.csv"), &t, 80.0)
+            .unwrap()
+            .remove(0);
+        let probes: Vec<ProbeRecord> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, &(d, ok))| {
+                let mut p = probe(i as u32, d, Some(ok), 1.0);
+                p.trial.prompt_tokens_evaluated = Some(fill_tokens);
+                p
+            })
+            .collect();
+        let analysis = analyse(&probes, &spec.depths, spec.fill_tokens);
+        let judgement = judge(
+            &spec,
+            &analysis,
+            &probes,
+            &HardwareSummary::default(),
+            &QualityFacts::default(),
+        );
+        QualityResult {
+            format_version: FORMAT_VERSION,
+            effective_tokens: None,
+            spec,
+            judgement,
+            analysis,
+            probes,
+            load_s: None,
+            hardware: HardwareSummary::default(),
+            metadata: RunMetadata::default(),
+            wall_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn quality_report_tables_and_effective_context() {
+        // 2K: all right; 4K: right only near the end of the prompt (the last half seen).
+        let short = result(
+            "2K",
+            1500,
+            &[(0.0, true), (0.5, true), (1.0, true), (0.0, true)],
+        );
+        let long = result(
+            "4K",
+            3000,
+            &[(0.0, false), (0.5, false), (1.0, true), (0.0, false)],
+        );
+        let r = report::of(&[long.clone(), short.clone()]);
+        assert_eq!(r, report::of(&[short, long]), "order-independent");
+        let m = &r.models[0];
+        assert_eq!(m.effective_context_tokens, Some(1500.0));
+        assert_eq!(m.probes_answered, 8);
+        assert_eq!(
+            m.tests.iter().map(|t| t.num_ctx).collect::<Vec<_>>(),
+            [2048, 4096]
+        );
+        let md = report::markdown(&r);
+        assert!(
+            md.contains("Effective context: **1500 tokens** (accuracy ≥ 0.50)"),
+            "{md}"
+        );
+        assert!(md.contains("| depth 0 | depth 0.5 | depth 1 |"), "{md}");
+        assert!(
+            md.contains("✓0 ✗2 (0%)") && md.contains("✓2 ✗0 (100%)"),
+            "{md}"
+        );
+        let csv = &crate::output::Output::render(&report::QualityCsv, &r)[0].content;
+        assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
+        assert!(csv.starts_with(&report::CSV_COLUMNS.join(",")));
+    }
+
     #[test]
     fn accuracy_per_depth_with_wilson_intervals() {
         let probes = vec![
@@ -393,7 +472,12 @@ mod tests {
             correct: k,
             n,
         };
-        let pts = [p(32_000.0, 9, 10), p(8_000.0, 10, 10), p(64_000.0, 6, 10), p(96_000.0, 9, 10)];
+        let pts = [
+            p(32_000.0, 9, 10),
+            p(8_000.0, 10, 10),
+            p(64_000.0, 6, 10),
+            p(96_000.0, 9, 10),
+        ];
         // 96K passes again, but 64K fell short first: the model is not trusted beyond 32K.
         assert_eq!(effective_context(&pts, 0.85), Some(32_000.0));
         assert_eq!(effective_context(&pts, 0.5), Some(96_000.0));
@@ -406,11 +490,15 @@ mod tests {
         let s = spec();
         let hw = HardwareSummary::default();
         let facts = QualityFacts::default();
-        let good: Vec<ProbeRecord> = (0..6).map(|i| probe(i, 0.5, Some(true), 1.0 + i as f64 * 0.01)).collect();
+        let good: Vec<ProbeRecord> = (0..6)
+            .map(|i| probe(i, 0.5, Some(true), 1.0 + i as f64 * 0.01))
+            .collect();
         let a = analyse(&good, &s.depths, s.fill_tokens);
         let j = judge(&s, &a, &good, &hw, &facts);
         assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons());
-        let bad: Vec<ProbeRecord> = (0..6).map(|i| probe(i, 0.5, Some(false), 1.0 + i as f64 * 0.01)).collect();
+        let bad: Vec<ProbeRecord> = (0..6)
+            .map(|i| probe(i, 0.5, Some(false), 1.0 + i as f64 * 0.01))
+            .collect();
         let a = analyse(&bad, &s.depths, s.fill_tokens);
         let j = judge(&s, &a, &bad, &hw, &facts);
         assert_eq!(j.verdict, Verdict::Fail);
@@ -419,6 +507,10 @@ mod tests {
         let a = analyse(&failed, &s.depths, s.fill_tokens);
         let j = judge(&s, &a, &failed, &hw, &facts);
         assert_eq!(j.verdict, Verdict::Invalid);
-        assert!(j.reasons().iter().any(|r| r.contains("HTTP 500")), "{:?}", j.reasons());
+        assert!(
+            j.reasons().iter().any(|r| r.contains("HTTP 500")),
+            "{:?}",
+            j.reasons()
+        );
     }
 }

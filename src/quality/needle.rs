@@ -307,9 +307,17 @@ mod tests {
             assert!(pp.document.text[at.offset..].starts_with(&f.text));
         }
         // The asked value is in one fact only; the question comes last.
-        let with_value = p.facts.iter().filter(|f| f.text.contains(&p.expected)).count();
+        let with_value = p
+            .facts
+            .iter()
+            .filter(|f| f.text.contains(&p.expected))
+            .count();
         assert_eq!(with_value, 1);
-        let asked = p.facts.iter().find(|f| f.text.contains(&p.expected)).unwrap();
+        let asked = p
+            .facts
+            .iter()
+            .find(|f| f.text.contains(&p.expected))
+            .unwrap();
         assert_eq!(asked.depth, 0.25);
         assert!(pp.text.ends_with(&p.question));
         assert_eq!(ProbeKind::parse(kind.label()), Some(kind));
@@ -320,7 +328,11 @@ mod tests {
         let p = probe(ProbeKind::Chain, 0.8, 3);
         let asked_key = p.question.split_whitespace().nth(7).unwrap();
         // The question's key is not the key of the fact with the value.
-        let with_value = p.facts.iter().find(|f| f.text.contains(&p.expected)).unwrap();
+        let with_value = p
+            .facts
+            .iter()
+            .find(|f| f.text.contains(&p.expected))
+            .unwrap();
         assert!(!with_value.text.contains(asked_key), "{p:?}");
         assert!(p.facts.iter().any(|f| f.text.contains(asked_key)));
         assert!((p.facts[0].depth - 0.2).abs() < 1e-12);

@@ -73,7 +73,12 @@ pub struct Ran {
     pub facts: QualityFacts,
 }
 
-fn request(spec: &QualitySpec, cfg: &Config, think_false: bool, num_predict: u32) -> GenerateRequest {
+fn request(
+    spec: &QualitySpec,
+    cfg: &Config,
+    think_false: bool,
+    num_predict: u32,
+) -> GenerateRequest {
     GenerateRequest {
         model: spec.model.clone(),
         prompt: String::new(),
@@ -256,13 +261,22 @@ async fn probes(
         let (mut trial, answer, failure) = match &outcome {
             Ok(c) => (
                 measure::figures(&plan, c),
-                c.events.iter().map(|e| e.content.as_str()).collect::<String>(),
+                c.events
+                    .iter()
+                    .map(|e| e.content.as_str())
+                    .collect::<String>(),
                 None,
             ),
-            Err(e) => (measure::from_error(&plan, e), String::new(), Some(e.to_string())),
+            Err(e) => (
+                measure::from_error(&plan, e),
+                String::new(),
+                Some(e.to_string()),
+            ),
         };
         trial.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
-        let correct = failure.is_none().then(|| needle::matches(&probe.expected, &answer));
+        let correct = failure
+            .is_none()
+            .then(|| needle::matches(&probe.expected, &answer));
         if let Some(n) = trial.prompt_tokens_evaluated {
             let n = f64::from(n);
             if n < planned * (1.0 - FILL_TOLERANCE) {
@@ -293,7 +307,10 @@ async fn probes(
             trial,
         };
         progress(spec, &probe_line(&rec, i + 1, total));
-        let unreachable = matches!(outcome, Err(crate::backend::BackendError::Unreachable { .. }));
+        let unreachable = matches!(
+            outcome,
+            Err(crate::backend::BackendError::Unreachable { .. })
+        );
         ran.probes.push(rec);
         if unreachable {
             return Err(format!("probe {}: the server went away", i + 1));

@@ -190,9 +190,7 @@ fn spec(row: &Row<'_>, default_ram_pct: f64) -> Result<QualitySpec, MatrixError>
     if fill_tokens < 256 {
         return Err(row.error(
             "fill",
-            format!(
-                "a fill of {fill_tokens} tokens is too small to hide facts in: at least 256"
-            ),
+            format!("a fill of {fill_tokens} tokens is too small to hide facts in: at least 256"),
         ));
     }
     let gates = QualityGates {
@@ -238,13 +236,17 @@ mod tests {
 
     #[test]
     fn a_row_with_the_defaults() {
-        let s = p(&["g27,orieg/gemma3-tools:27b-it-qat,128K,0.75,\"0.9,0.1,0.5\",4,needle,8,16,,600"])
-            .unwrap();
+        let s =
+            p(&["g27,orieg/gemma3-tools:27b-it-qat,128K,0.75,\"0.9,0.1,0.5\",4,needle,8,16,,600"])
+                .unwrap();
         let s = &s[0];
         assert_eq!(s.test_name, "g27::quality_128k");
         assert_eq!((s.num_ctx, s.fill_tokens), (131_072, 98_304));
         assert_eq!(s.depths, vec![0.1, 0.5, 0.9]);
-        assert_eq!((s.trials, s.probe, s.num_predict), (4, ProbeKind::Needle, 24));
+        assert_eq!(
+            (s.trials, s.probe, s.num_predict),
+            (4, ProbeKind::Needle, 24)
+        );
         assert_eq!(s.gates.accuracy_min, DEFAULT_ACCURACY_MIN);
         assert_eq!(s.gates.ram_max_pct, 80.0);
         assert_eq!(s.source, "q.csv:3");
@@ -260,18 +262,35 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_the_column_and_what_is_allowed() {
-        let e = p(&["a,m,4K,0.5,0.5,2,haystack,512,2,0.5,30"]).unwrap_err().to_string();
-        assert!(e.contains("q.csv") && e.contains("q.csv:3") && e.contains("probe"), "{e}");
-        assert!(e.contains("needle, multikey or chain"), "{e}");
-        let e = p(&["a,m,4K,0.5,0.5 x,2,needle,512,2,0.5,30"]).unwrap_err().to_string();
-        assert!(e.contains("depths") && e.contains("e.g. 0.1 0.5 0.9"), "{e}");
-        let e = p(&["a,m,4K,0.99,0.5,2,needle,512,2,0.5,30"]).unwrap_err().to_string();
-        assert!(e.contains("leaves no room for the question"), "{e}");
-        let e = p(&["a,m,4K,1.5,0.5,2,needle,512,2,0.5,30"]).unwrap_err().to_string();
-        assert!(e.contains("between 0 and 1"), "{e}");
-        let e = p(&["a,m,4K,0.5,0.5,2,needle,512,2,0.5,30", "a,m,4K,0.6,0.5,2,needle,512,2,0.5,30"])
+        let e = p(&["a,m,4K,0.5,0.5,2,haystack,512,2,0.5,30"])
             .unwrap_err()
             .to_string();
+        assert!(
+            e.contains("q.csv") && e.contains("q.csv:3") && e.contains("probe"),
+            "{e}"
+        );
+        assert!(e.contains("needle, multikey or chain"), "{e}");
+        let e = p(&["a,m,4K,0.5,0.5 x,2,needle,512,2,0.5,30"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("depths") && e.contains("e.g. 0.1 0.5 0.9"),
+            "{e}"
+        );
+        let e = p(&["a,m,4K,0.99,0.5,2,needle,512,2,0.5,30"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("leaves no room for the question"), "{e}");
+        let e = p(&["a,m,4K,1.5,0.5,2,needle,512,2,0.5,30"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("between 0 and 1"), "{e}");
+        let e = p(&[
+            "a,m,4K,0.5,0.5,2,needle,512,2,0.5,30",
+            "a,m,4K,0.6,0.5,2,needle,512,2,0.5,30",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("q.csv:4") && e.contains("line 3"), "{e}");
     }
 }

@@ -36,6 +36,8 @@ pub struct HtmlInput<'a> {
     pub report: &'a Report,
     /// The sessions of the run (`sessions/`), for their curves.
     pub sessions: &'a [SessionResult],
+    /// The quality sweeps of the run (`quality/`), when it has any.
+    pub quality: Option<&'a crate::quality::report::QualityReport>,
 }
 
 /// Writes `comparative_analysis/report.html`.
@@ -180,6 +182,9 @@ pub fn render(input: &HtmlInput<'_>) -> String {
     }
     matrix(&mut o, r);
     sessions(&mut o, input.sessions);
+    if let Some(q) = input.quality {
+        quality(&mut o, q);
+    }
     stability(&mut o, r);
     definitions(&mut o, r);
     embedded_json(&mut o, r);
@@ -564,6 +569,70 @@ fn sessions(o: &mut String, sessions: &[SessionResult]) {
             }
         }
         o.push_str("</div>\n</section>\n");
+    }
+}
+
+/// The depth × context accuracy tables of the quality sweeps, with the effective context.
+fn quality(o: &mut String, q: &crate::quality::report::QualityReport) {
+    o.push_str("<h2>Long-context quality</h2>\n");
+    o.push_str(
+        "<p class=\"note\">Retrieval probes at depths of a deep fill: ✓ right / ✗ wrong per \
+         depth (details in <code>quality.md</code>).</p>\n",
+    );
+    for m in &q.models {
+        let _ = writeln!(
+            o,
+            "<h3>{}</h3>\n<p>Effective context: <b>{}</b> (accuracy ≥ {}), {} probes answered.</p>",
+            esc(&m.model),
+            m.effective_context_tokens
+                .map_or_else(|| "none".to_string(), |t| format!("{t:.0} tokens")),
+            fixed(m.accuracy_min, 2),
+            m.probes_answered
+        );
+        let mut depths: Vec<f64> = m
+            .tests
+            .iter()
+            .flat_map(|t| t.depths.iter().map(|d| d.depth))
+            .collect();
+        depths.sort_by(f64::total_cmp);
+        depths.dedup();
+        o.push_str("<table>\n<tr><th>Test</th><th>Filled tokens</th>");
+        for d in &depths {
+            let _ = write!(o, "<th>depth {d}</th>");
+        }
+        o.push_str("<th>Accuracy</th><th>TTFT s</th><th>Verdict</th></tr>\n");
+        for t in &m.tests {
+            let _ = write!(
+                o,
+                "<tr><td><code>{}</code></td><td class=\"num\">{}</td>",
+                esc(&t.test_name),
+                t.filled_tokens
+                    .map_or(MISSING.to_string(), |f| format!("{f:.0}"))
+            );
+            for d in &depths {
+                match t.depths.iter().find(|s| s.depth == *d) {
+                    Some(s) => {
+                        let _ = write!(
+                            o,
+                            "<td class=\"num\">✓{} ✗{}</td>",
+                            s.correct,
+                            s.n - s.correct
+                        );
+                    }
+                    None => o.push_str("<td></td>"),
+                }
+            }
+            let verdict = t.verdict.label();
+            let _ = writeln!(
+                o,
+                "<td class=\"num\">{}/{}</td><td class=\"num\">{}</td><td class=\"v-{}\">{verdict}</td></tr>",
+                t.correct,
+                t.answered,
+                opt_fixed(t.ttft_s, 2),
+                verdict.to_lowercase()
+            );
+        }
+        o.push_str("</table>\n");
     }
 }
 
