@@ -141,7 +141,7 @@ fn tokens(x: Option<f64>) -> String {
 }
 
 /// The depths shown as columns: every depth any test of the model asked at, in order.
-fn depth_columns(m: &ModelQuality) -> Vec<f64> {
+pub fn depth_columns(m: &ModelQuality) -> Vec<f64> {
     let mut d: Vec<f64> = m
         .tests
         .iter()

@@ -285,30 +285,36 @@ mod tests {
         }
     }
 
+    /// A measured series of two points with intervals, and a flat TTFT limit.
+    fn measured_and_limit() -> Vec<Series> {
+        vec![
+            Series {
+                label: "m".into(),
+                kind: SeriesKind::Measured,
+                points: vec![
+                    Point {
+                        x: 2048.0,
+                        y: 1.0,
+                        interval: Some((0.9, 1.1)),
+                    },
+                    Point {
+                        x: 8192.0,
+                        y: 3.0,
+                        interval: Some((2.5, 3.5)),
+                    },
+                ],
+            },
+            Series {
+                label: "TTFT gate".into(),
+                kind: SeriesKind::Limit,
+                points: vec![Point::at(2048.0, 5.0), Point::at(8192.0, 5.0)],
+            },
+        ]
+    }
+
     #[test]
     fn draws_points_error_bars_limits_and_context_labels() {
-        let measured = Series {
-            label: "m".into(),
-            kind: SeriesKind::Measured,
-            points: vec![
-                Point {
-                    x: 2048.0,
-                    y: 1.0,
-                    interval: Some((0.9, 1.1)),
-                },
-                Point {
-                    x: 8192.0,
-                    y: 3.0,
-                    interval: Some((2.5, 3.5)),
-                },
-            ],
-        };
-        let limit = Series {
-            label: "TTFT gate".into(),
-            kind: SeriesKind::Limit,
-            points: vec![Point::at(2048.0, 5.0), Point::at(8192.0, 5.0)],
-        };
-        let svg = svg(&chart(vec![measured, limit])).unwrap();
+        let svg = svg(&chart(measured_and_limit())).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
         assert!(svg.trim_end().ends_with("</svg>"));
         for text in ["m — TTFT", "TTFT (s)", "2K", "4K", "8K", "TTFT gate"] {
@@ -321,33 +327,7 @@ mod tests {
             "limit colour"
         );
         // Deterministic.
-        assert_eq!(
-            svg,
-            super::svg(&chart(vec![
-                Series {
-                    label: "m".into(),
-                    kind: SeriesKind::Measured,
-                    points: vec![
-                        Point {
-                            x: 2048.0,
-                            y: 1.0,
-                            interval: Some((0.9, 1.1))
-                        },
-                        Point {
-                            x: 8192.0,
-                            y: 3.0,
-                            interval: Some((2.5, 3.5))
-                        },
-                    ],
-                },
-                Series {
-                    label: "TTFT gate".into(),
-                    kind: SeriesKind::Limit,
-                    points: vec![Point::at(2048.0, 5.0), Point::at(8192.0, 5.0)],
-                },
-            ]))
-            .unwrap()
-        );
+        assert_eq!(svg, super::svg(&chart(measured_and_limit())).unwrap());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::{Report, Row};
 use crate::agentic::SessionResult;
 use crate::gates::Gate;
 use crate::output::{Output, OutputFile};
+use crate::results::Verdict;
 use crate::rundir::RunDir;
 use crate::stability::{W_CONSISTENCY, W_DRIFT, W_MEMORY};
 use crate::text::{MISSING, bytes_delta, context, fixed, mean_interval, opt_fixed};
@@ -241,19 +242,24 @@ fn counts(o: &mut String, r: &Report) {
     let c = &r.verdict_counts;
     o.push_str("<div class=\"counts\">");
     let _ = write!(o, "<span class=\"v-total\">{} cells</span>", c.total);
-    for (class, label, n) in [
-        ("v-pass", "PASS", c.pass),
-        ("v-marginal", "MARGINAL", c.marginal),
-        ("v-fail", "FAIL", c.fail),
-        ("v-invalid", "INVALID", c.invalid),
-        ("v-skipped", "SKIPPED", c.skipped),
-        ("v-regressed", "REGRESSED", c.regressed),
+    for (verdict, n) in [
+        (Verdict::Pass, c.pass),
+        (Verdict::Marginal, c.marginal),
+        (Verdict::Fail, c.fail),
+        (Verdict::Invalid, c.invalid),
+        (Verdict::Skipped, c.skipped),
+        (Verdict::Regressed, c.regressed),
     ] {
-        if label == "REGRESSED" && n == 0 {
+        if verdict == Verdict::Regressed && n == 0 {
             // Only runs compared with a baseline can have any.
             continue;
         }
-        let _ = write!(o, "<span class=\"{class}\">{n} {label}</span>");
+        let label = verdict.label();
+        let _ = write!(
+            o,
+            "<span class=\"v-{}\">{n} {label}</span>",
+            label.to_lowercase()
+        );
     }
     o.push_str("</div>\n");
 }
@@ -282,14 +288,27 @@ fn limit(row: &Row, gate: Gate) -> Option<f64> {
         .map(|c| c.limit)
 }
 
+/// The mean of `s` at the row's context, with its interval.
+fn mean_point(row: &Row, s: Option<&crate::stats::Summary>) -> Option<Point> {
+    s.map(|s| Point {
+        x: f64::from(row.cell.num_ctx),
+        y: s.mean,
+        interval: s.ci_low.zip(s.ci_high),
+    })
+}
+
+/// The row's prediction, when one was made.
+fn prediction(row: &Row) -> Option<&crate::predict::Prediction> {
+    row.prediction.as_ref().and_then(|p| p.made())
+}
+
 /// The charts of one model: TTFT, decode rate and RAM Δ against context; one measured series
 /// per matrix name (rows of one name differ by context), with limits and predictions.
 pub fn model_charts(model: &str, rows: &[&Row]) -> Vec<Chart> {
-    let mut names: Vec<&str> = rows.iter().map(|r| r.cell.name.as_str()).collect();
-    names.dedup();
-    let names: Vec<&str> = names.iter().fold(Vec::new(), |mut v, n| {
-        if !v.contains(n) {
-            v.push(*n);
+    // Distinct names, in row order.
+    let names: Vec<&str> = rows.iter().fold(Vec::new(), |mut v, r| {
+        if !v.contains(&r.cell.name.as_str()) {
+            v.push(r.cell.name.as_str());
         }
         v
     });
@@ -307,38 +326,16 @@ pub fn model_charts(model: &str, rows: &[&Row]) -> Vec<Chart> {
         (
             "TTFT",
             "TTFT (s)",
-            |r| {
-                r.ttft_s.as_ref().map(|s| Point {
-                    x: f64::from(r.cell.num_ctx),
-                    y: s.mean,
-                    interval: s.ci_low.zip(s.ci_high),
-                })
-            },
+            |r| mean_point(r, r.ttft_s.as_ref()),
             Some(Gate::Ttft),
-            |r| {
-                r.prediction
-                    .as_ref()
-                    .and_then(|p| p.made())
-                    .map(|p| p.figures.ttft_s)
-            },
+            |r| prediction(r).map(|p| p.figures.ttft_s),
         ),
         (
             "decode rate",
             "decode (tokens/s)",
-            |r| {
-                r.decode_tps.as_ref().map(|s| Point {
-                    x: f64::from(r.cell.num_ctx),
-                    y: s.mean,
-                    interval: s.ci_low.zip(s.ci_high),
-                })
-            },
+            |r| mean_point(r, r.decode_tps.as_ref()),
             Some(Gate::TokS),
-            |r| {
-                r.prediction
-                    .as_ref()
-                    .and_then(|p| p.made())
-                    .map(|p| p.figures.decode_tps)
-            },
+            |r| prediction(r).map(|p| p.figures.decode_tps),
         ),
         (
             "RAM Δ",
@@ -348,12 +345,7 @@ pub fn model_charts(model: &str, rows: &[&Row]) -> Vec<Chart> {
                     .map(|b| Point::at(f64::from(r.cell.num_ctx), b as f64 / GIB))
             },
             None,
-            |r| {
-                r.prediction
-                    .as_ref()
-                    .and_then(|p| p.made())
-                    .map(|p| p.figures.ram_delta_bytes / GIB)
-            },
+            |r| prediction(r).map(|p| p.figures.ram_delta_bytes / GIB),
         ),
     ];
     specs
@@ -589,13 +581,7 @@ fn quality(o: &mut String, q: &crate::quality::report::QualityReport) {
             fixed(m.accuracy_min, 2),
             m.probes_answered
         );
-        let mut depths: Vec<f64> = m
-            .tests
-            .iter()
-            .flat_map(|t| t.depths.iter().map(|d| d.depth))
-            .collect();
-        depths.sort_by(f64::total_cmp);
-        depths.dedup();
+        let depths = crate::quality::report::depth_columns(m);
         o.push_str("<table>\n<tr><th>Test</th><th>Filled tokens</th>");
         for d in &depths {
             let _ = write!(o, "<th>depth {d}</th>");
@@ -659,12 +645,7 @@ fn stability(o: &mut String, r: &Report) {
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{:+.1} %", x * 100.0));
     for row in rows {
         let s = row.stability.as_ref().expect("filtered");
-        let score = match (s.ci_low, s.ci_high) {
-            (Some(lo), Some(hi)) => {
-                format!("{} [{}, {}]", fixed(s.score, 2), fixed(lo, 2), fixed(hi, 2))
-            }
-            _ => fixed(s.score, 2),
-        };
+        let score = super::markdown::score_interval(s);
         let _ = writeln!(
             o,
             "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{} ({}/{})</td>\

@@ -380,7 +380,7 @@ fn computation(s: &StabilityBreakdown) -> String {
 }
 
 /// The score with its bootstrap interval: `0.93 [0.81, 1.00]`.
-fn score_interval(s: &StabilityBreakdown) -> String {
+pub(super) fn score_interval(s: &StabilityBreakdown) -> String {
     match (s.ci_low, s.ci_high) {
         (Some(lo), Some(hi)) => {
             format!("{} [{}, {}]", fixed(s.score, 2), fixed(lo, 2), fixed(hi, 2))
