@@ -238,13 +238,13 @@ async fn probes(
             cal.text.len()
         )),
     }
+    ratios = warm_up(client, spec, env, think_false, ratios, ran).await?;
     let probes = plan(spec, &env.run_id);
     let total = probes.len();
     for (i, probe) in probes.into_iter().enumerate() {
         let key = format!("{}/{}/probe-{i}", env.run_id, spec.test_name);
         let pp = needle::prompt(&probe, &key, spec.fill_tokens, ratios);
-        let extra = (pp.text.len() - pp.document.text.trim_end().len()) as f64 / ratios.prose;
-        let planned = pp.document.estimated_tokens + extra;
+        let planned = planned_tokens(&pp, ratios);
         let plan = TrialPlan {
             index: i as u32,
             kind: TrialKind::Measured,
@@ -252,12 +252,7 @@ async fn probes(
             intended_tokens: planned.round() as u32,
             num_predict: spec.num_predict,
         };
-        let req = ChatRequest {
-            model: spec.model.clone(),
-            messages: vec![Message::new("user", pp.text.clone())],
-            params: request(spec, cfg, think_false, spec.num_predict),
-        };
-        let outcome = client.chat(&req, |_| {}).await;
+        let outcome = ask(client, spec, cfg, think_false, &pp.text).await;
         let (mut trial, answer, failure) = match &outcome {
             Ok(c) => (
                 measure::figures(&plan, c),
@@ -320,6 +315,84 @@ async fn probes(
         }
     }
     Ok(())
+}
+
+/// Prompt tokens a probe's message should count: its document's estimate, and the preamble
+/// and the question at the prose ratio.
+fn planned_tokens(pp: &needle::ProbePrompt, ratios: Ratios) -> f64 {
+    let extra = (pp.text.len() - pp.document.text.trim_end().len()) as f64 / ratios.prose;
+    pp.document.estimated_tokens + extra
+}
+
+/// One probe-shaped message, asked as the user's only message.
+async fn ask(
+    client: &OllamaClient,
+    spec: &QualitySpec,
+    cfg: &Config,
+    think_false: bool,
+    text: &str,
+) -> Result<crate::backend::Completed, crate::backend::BackendError> {
+    let req = ChatRequest {
+        model: spec.model.clone(),
+        messages: vec![Message::new("user", text.to_string())],
+        params: request(spec, cfg, think_false, spec.num_predict),
+    };
+    client.chat(&req, |_| {}).await
+}
+
+/// Share of `num_ctx` below which a prompt count cannot be the server's truncation (Ollama
+/// cuts a prompt only when it exceeds `num_ctx`, and then to about `num_ctx`).
+pub const UNCUT_BELOW_CTX: f64 = 0.9;
+
+/// The untimed, unscored warm-up: one probe of the real shape and size (its own seed, never
+/// asked again). The short calibration prompt is corpus alone; the probes' facts (digits), the
+/// preamble and the chat template tokenize otherwise, and at the full fill the difference was
+/// 10-14 % of the plan on both reference models, which the probes' truncation check then took
+/// for a cut prompt. Like the cells' warm-up (`runner.rs`, `warm_up`), the ratios are refined
+/// from the server's count when that count cannot be a truncation: below
+/// [`UNCUT_BELOW_CTX`] × `num_ctx` and within a factor of 4/3 of the plan.
+async fn warm_up(
+    client: &OllamaClient,
+    spec: &QualitySpec,
+    env: &RunEnv,
+    think_false: bool,
+    ratios: Ratios,
+    ran: &mut Ran,
+) -> Result<Ratios, String> {
+    let probe = needle::probe(
+        spec.probe,
+        0.5,
+        probe_seed(&env.run_id, &spec.test_name, u32::MAX),
+    );
+    let key = format!("{}/{}/warmup", env.run_id, spec.test_name);
+    let pp = needle::prompt(&probe, &key, spec.fill_tokens, ratios);
+    let planned = planned_tokens(&pp, ratios);
+    progress(
+        spec,
+        &format!("warm-up probe ({planned:.0} planned prompt tokens)"),
+    );
+    let c = ask(client, spec, &env.config, think_false, &pp.text)
+        .await
+        .map_err(|e| format!("warm-up request failed: {e}"))?;
+    let Some(n) = c.metrics.prompt_eval_count.filter(|&n| n > 0) else {
+        ran.facts
+            .notes
+            .push("the warm-up probe's prompt was not counted: kept the calibration".into());
+        return Ok(ratios);
+    };
+    let factor = planned / n as f64;
+    let uncut = (n as f64) < UNCUT_BELOW_CTX * f64::from(spec.num_ctx);
+    if uncut && (0.75..=4.0 / 3.0).contains(&factor) {
+        ran.facts.notes.push(format!(
+            "warm-up probe: the server counted {n} of {planned:.0} planned prompt tokens; the probes are sized on its count"
+        ));
+        Ok(ratios.scaled(factor))
+    } else {
+        ran.facts.notes.push(format!(
+            "warm-up probe: the server counted {n} of {planned:.0} planned prompt tokens, which may be a cut prompt: kept the calibration"
+        ));
+        Ok(ratios)
+    }
 }
 
 fn probe_line(r: &ProbeRecord, n: usize, total: usize) -> String {
