@@ -28,6 +28,7 @@ eval "export $(bash harness/refserver.sh env)"
 export O3_MATRIX="${O3_MATRIX:-harness/reference.csv}"
 export O3_AGENTIC_MATRIX="${O3_AGENTIC_MATRIX:-harness/agentic_reference.csv}"  # tests/agentic.rs: the reference sessions
 export O3_QUALITY_MATRIX="${O3_QUALITY_MATRIX:-harness/quality_reference.csv}"  # tests/quality.rs: the reference sweep
+export O3_RAG_MATRIX="${O3_RAG_MATRIX:-harness/rag_reference.csv}"  # tests/quality.rs: the reference RAG-against-direct test
 export O3_REQUIRE_SERVER=1
 export O3_REQUIRE_BACKEND=1
 O3_NODE_TOOLS=$(bash harness/setup-node-tools.sh); export O3_NODE_TOOLS  # Continue's schema package (tests/continue_config.rs)

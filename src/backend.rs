@@ -214,6 +214,19 @@ impl ShowResponse {
     }
 }
 
+/// The answer of `/api/embed`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Embedded {
+    /// One vector per input, in order.
+    pub embeddings: Vec<Vec<f32>>,
+    /// Tokens the server embedded.
+    #[serde(default)]
+    pub prompt_eval_count: Option<u64>,
+    /// Server-side duration (ns).
+    #[serde(default)]
+    pub total_duration: Option<u64>,
+}
+
 /// One model of `/api/ps`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct PsModel {
@@ -657,11 +670,16 @@ impl OllamaClient {
         }
     }
 
-    /// One info request: its status and body, after any retries; an error status is an error.
-    async fn info(&self, path: &str, body: Option<&Value>) -> Result<(u16, String), BackendError> {
+    /// One info request within `budget`: its status and body, after any retries; an error status
+    /// is an error.
+    async fn info_within(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+        budget: Duration,
+    ) -> Result<(u16, String), BackendError> {
         let url = crate::config::join_url(&self.base_url, self.base_query.as_deref(), path);
         let endpoint = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
-        let budget = self.info_timeout();
         let start = Instant::now();
         let mut retried: Option<Retried> = None;
         for attempt in 1.. {
@@ -716,8 +734,18 @@ impl OllamaClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, BackendError> {
+        self.info_json_within(path, body, self.info_timeout()).await
+    }
+
+    /// [`OllamaClient::info_json`] with a time budget of its own.
+    async fn info_json_within<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+        budget: Duration,
+    ) -> Result<T, BackendError> {
         let endpoint = format!("{} {path}", if body.is_some() { "POST" } else { "GET" });
-        let (status, text) = self.info(path, body).await?;
+        let (status, text) = self.info_within(path, body, budget).await?;
         let malformed = |what: String| BackendError::Malformed {
             endpoint: endpoint.clone(),
             status,
@@ -765,6 +793,37 @@ impl OllamaClient {
             models: Vec<PsModel>,
         }
         Ok(self.info_json::<Ps>("/api/ps", None).await?.models)
+    }
+
+    /// `POST /api/embed`: one vector per input, in order, within the trial timeout (the server
+    /// loads the model and computes). `keep_alive` keeps the embedding model loaded between
+    /// the questions of a test.
+    pub async fn embed(
+        &self,
+        model: &str,
+        input: &[String],
+        keep_alive_s: u64,
+    ) -> Result<Embedded, BackendError> {
+        let e: Embedded = self
+            .info_json_within(
+                "/api/embed",
+                Some(&json!({ "model": model, "input": input, "keep_alive": keep_alive_s })),
+                self.trial_timeout,
+            )
+            .await?;
+        if e.embeddings.len() != input.len() {
+            return Err(BackendError::Malformed {
+                endpoint: "POST /api/embed".into(),
+                status: 200,
+                what: format!(
+                    "{} embeddings for {} inputs",
+                    e.embeddings.len(),
+                    input.len()
+                ),
+                body: String::new(),
+            });
+        }
+        Ok(e)
     }
 
     /// Asks the server to unload `model` (`keep_alive: 0`, empty prompt).

@@ -126,14 +126,17 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         .sort_by(|a, b| (&a.model, &a.test_name).cmp(&(&b.model, &b.test_name)));
     let quality_results =
         read_json_dir::<crate::quality::QualityResult>(&run.quality_dir()).map_err(read_error)?;
-    let quality = (!quality_results.items.is_empty())
-        .then(|| crate::quality::report::of(&quality_results.items));
+    let rag_results =
+        read_json_dir::<crate::quality::rag::RagResult>(&run.rag_dir()).map_err(read_error)?;
+    let quality = (!quality_results.items.is_empty() || !rag_results.items.is_empty())
+        .then(|| crate::quality::report::of(&quality_results.items, &rag_results.items));
     report.files_not_read = cells
         .unreadable
         .into_iter()
         .chain(records.unreadable)
         .chain(sessions_unreadable)
         .chain(quality_results.unreadable)
+        .chain(rag_results.unreadable)
         .map(|u| Unreadable {
             // Relative to the run directory, so the same files give the same bytes anywhere.
             path: u

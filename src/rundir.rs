@@ -32,6 +32,8 @@ pub const CELLS_DIR: &str = "cells";
 pub const SESSIONS_DIR: &str = "sessions";
 /// Where quality results go ([`crate::quality`]).
 pub const QUALITY_DIR: &str = "quality";
+/// Subdirectory of the RAG-against-direct results ([`crate::quality::rag`]).
+pub const RAG_DIR: &str = "rag";
 /// Directory of the reports.
 pub const REPORTS_DIR: &str = "comparative_analysis";
 /// Directory (under [`REPORTS_DIR`]) of the optimizer's search records.
@@ -131,6 +133,16 @@ impl RunDir {
     /// The result file of a quality test: `quality/<test name with :: → __>.json`.
     pub fn quality_path(&self, test_name: &str) -> PathBuf {
         self.quality_dir().join(cell_file_name(test_name))
+    }
+
+    /// The directory of the RAG-against-direct results ([`crate::quality::rag`]).
+    pub fn rag_dir(&self) -> PathBuf {
+        self.root.join(RAG_DIR)
+    }
+
+    /// The result file of a RAG test: `rag/<test name with :: → __>.json`.
+    pub fn rag_path(&self, test_name: &str) -> PathBuf {
+        self.rag_dir().join(cell_file_name(test_name))
     }
 
     /// Every cell result of the run, sorted by test name; a file that cannot be read is an

@@ -8,8 +8,11 @@
 //! [`needle`] (the facts and the answer match), [`table`] (the quality table), [`sweep`] (one
 //! test end to end), [`report`] (`comparative_analysis/quality.{md,csv,json}`).
 
+pub mod collection;
 pub mod needle;
+pub mod rag;
 pub mod report;
+pub mod retrieve;
 pub mod sweep;
 pub mod table;
 
@@ -137,6 +140,29 @@ pub fn analyse(probes: &[ProbeRecord], depths: &[f64], fill_tokens: u32) -> Qual
         ttft_s: of(|t| t.ttft_s),
         decode_tps: of(|t| t.decode_tps),
     }
+}
+
+/// A note when wrong answers stopped at `num_predict` (`done_reason` `length`): the value may
+/// have been cut off after the words before it, and the test scored the length limit rather
+/// than the model. `answers` are (correct, done_reason) pairs.
+pub fn cut_answers_note<'a>(
+    answers: impl IntoIterator<Item = (Option<bool>, Option<&'a str>)>,
+    num_predict: u32,
+) -> Option<String> {
+    let (mut cut, mut wrong) = (0, 0);
+    for (correct, done) in answers {
+        if correct == Some(false) {
+            wrong += 1;
+            if done == Some("length") {
+                cut += 1;
+            }
+        }
+    }
+    (cut > 0).then(|| {
+        format!(
+            "{cut} of {wrong} wrong answers stopped at num_predict {num_predict} (done_reason length): their value may have been cut off; a larger num_predict would tell"
+        )
+    })
 }
 
 /// One filled length and how the probes fared there.
@@ -294,7 +320,14 @@ pub fn assemble(spec: &QualitySpec, run: QualityRun, wall_s: f64) -> QualityResu
         }
     };
     let a = analyse(&ran.probes, &spec.depths, spec.fill_tokens);
-    let judgement = judge(spec, &a, &ran.probes, &ran.hardware, &ran.facts);
+    let mut facts = ran.facts.clone();
+    facts.notes.extend(cut_answers_note(
+        ran.probes
+            .iter()
+            .map(|p| (p.correct, p.trial.done_reason.as_deref())),
+        spec.num_predict,
+    ));
+    let judgement = judge(spec, &a, &ran.probes, &ran.hardware, &facts);
     let point = FillPoint {
         filled_tokens: a.filled_tokens.unwrap_or(0.0),
         correct: a.correct,
@@ -326,20 +359,29 @@ pub fn table_path() -> std::path::PathBuf {
     }
 }
 
-/// The tests of `cargo test --test quality`: one per row of the quality table, read offline.
+/// The tests of `cargo test --test quality`: one per row of the quality table and one per row
+/// of the RAG table ([`rag`]), both read offline.
 pub fn tests(config: &Config) -> Result<Vec<Test>, String> {
     let specs = table::load(&table_path(), config.ram_limit_pct).map_err(|e| e.to_string())?;
-    Ok(specs
-        .into_iter()
-        .map(|spec| Test {
-            name: spec.test_name.clone(),
-            ignored: spec.optional,
-            run: Box::new(move |env| {
-                let r = run_quality(&spec, env);
-                harness::judged_outcome(&env.config, &r.spec.test_name, &r.judgement)
-            }),
-        })
-        .collect())
+    let rag =
+        rag::table::load(&rag::table_path(), config.ram_limit_pct).map_err(|e| e.to_string())?;
+    let sweeps = specs.into_iter().map(|spec| Test {
+        name: spec.test_name.clone(),
+        ignored: spec.optional,
+        run: Box::new(move |env| {
+            let r = run_quality(&spec, env);
+            harness::judged_outcome(&env.config, &r.spec.test_name, &r.judgement)
+        }),
+    });
+    let rags = rag.into_iter().map(|spec| Test {
+        name: spec.test_name.clone(),
+        ignored: spec.optional,
+        run: Box::new(move |env| {
+            let r = rag::run_rag(&spec, env);
+            harness::judged_outcome(&env.config, &r.spec.test_name, &r.judgement)
+        }),
+    });
+    Ok(sweeps.chain(rags).collect())
 }
 
 #[cfg(test)]
@@ -422,8 +464,8 @@ mod tests {
             3000,
             &[(0.0, false), (0.5, false), (1.0, true), (0.0, false)],
         );
-        let r = report::of(&[long.clone(), short.clone()]);
-        assert_eq!(r, report::of(&[short, long]), "order-independent");
+        let r = report::of(&[long.clone(), short.clone()], &[]);
+        assert_eq!(r, report::of(&[short, long], &[]), "order-independent");
         let m = &r.models[0];
         assert_eq!(m.effective_context_tokens, Some(1500.0));
         assert_eq!(m.probes_answered, 8);

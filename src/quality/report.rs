@@ -2,12 +2,15 @@
 //! quality results of the run directory (`quality/*.json`), per model: the depth × context
 //! accuracy table (✓/✗ counts per depth, with the accuracy and its Wilson interval), the TTFT
 //! measured beside it, and the model's effective context over its tests (RULER: the largest
-//! filled length at which accuracy stays at or above `accuracy_min`, every shorter one too).
+//! filled length at which accuracy stays at or above `accuracy_min`, every shorter one too);
+//! and the RAG-against-direct tests (`rag/*.json`, [`super::rag`]), per test and approach
+//! (also as `rag_vs_direct.csv`).
 //!
 //! A pure function of the results, like every report: the same results give the same bytes.
 
 use serde::Serialize;
 
+use super::rag::{ArmAnalysis, Comparison, RagResult};
 use super::{DepthScore, QualityResult, effective_context};
 use crate::output::{Output, OutputFile};
 use crate::results::Verdict;
@@ -24,6 +27,33 @@ pub struct QualityReport {
     pub format_version: u32,
     /// One entry per model, by model.
     pub models: Vec<ModelQuality>,
+    /// The RAG-against-direct tests, by model and context.
+    pub rag: Vec<RagRow>,
+}
+
+/// One RAG-against-direct test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RagRow {
+    /// Test name, `<name>::rag_vs_direct_<K>k`.
+    pub test_name: String,
+    /// The model.
+    pub model: String,
+    /// `num_ctx`.
+    pub num_ctx: u32,
+    /// Documents in the direct prompt (the retrievers chose from these).
+    pub documents: usize,
+    /// Their tokens, by the calibrated ratio.
+    pub documents_tokens: Option<f64>,
+    /// Passages in a RAG prompt.
+    pub top_k: u32,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Per approach.
+    pub arms: Vec<ArmAnalysis>,
+    /// Which approach wins.
+    pub comparison: Option<Comparison>,
+    /// The test's reasons, for people.
+    pub reasons: Vec<String>,
 }
 
 /// One model's sweep.
@@ -71,8 +101,8 @@ pub struct QualityRow {
     pub reasons: Vec<String>,
 }
 
-/// The report of `results` (any order).
-pub fn of(results: &[QualityResult]) -> QualityReport {
+/// The report of the sweeps' `results` and the RAG tests' `rag` (any order).
+pub fn of(results: &[QualityResult], rag: &[RagResult]) -> QualityReport {
     let mut sorted: Vec<&QualityResult> = results.iter().collect();
     sorted.sort_by(|a, b| {
         (&a.spec.model, a.spec.num_ctx, &a.spec.test_name).cmp(&(
@@ -120,9 +150,28 @@ pub fn of(results: &[QualityResult]) -> QualityReport {
         m.effective_context_tokens = effective_context(&points, m.accuracy_min);
         m.probes_answered = m.tests.iter().map(|t| t.answered).sum();
     }
+    let mut rag_rows: Vec<RagRow> = rag
+        .iter()
+        .map(|r| RagRow {
+            test_name: r.spec.test_name.clone(),
+            model: r.spec.model.clone(),
+            num_ctx: r.spec.num_ctx,
+            documents: r.documents,
+            documents_tokens: r.documents_tokens,
+            top_k: r.spec.top_k,
+            verdict: r.verdict(),
+            arms: r.analysis.arms.clone(),
+            comparison: r.analysis.comparison.clone(),
+            reasons: r.judgement.reasons(),
+        })
+        .collect();
+    rag_rows.sort_by(|a, b| {
+        (&a.model, a.num_ctx, &a.test_name).cmp(&(&b.model, b.num_ctx, &b.test_name))
+    });
     QualityReport {
         format_version: FORMAT_VERSION,
         models,
+        rag: rag_rows,
     }
 }
 
@@ -232,10 +281,95 @@ pub fn markdown(r: &QualityReport) -> String {
         out!(o);
     }
     if r.models.is_empty() {
-        out!(o, "No quality results in this run (`quality/*.json`).");
+        out!(o, "No quality sweeps in this run (`quality/*.json`).");
         out!(o);
     }
+    rag_markdown(&mut o, &r.rag);
     o
+}
+
+fn mean(s: Option<&crate::stats::Summary>, digits: usize) -> String {
+    s.map_or(MISSING.to_string(), |s| fixed(s.mean, digits))
+}
+
+/// The RAG-against-direct section of `quality.md`.
+fn rag_markdown(o: &mut String, rows: &[RagRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    out!(o, "## RAG against direct prompting");
+    out!(o);
+    out!(
+        o,
+        "The same questions over the same documents (`harness/rag/`), asked **direct** (every \
+         document that fits the fill in the prompt) and by **RAG** (only the top-k passages a \
+         retriever chose from those documents). The winner is decided by accuracy first \
+         (two-proportion test), then by mean TTFT (Welch), at p < {}. Recall: questions whose \
+         document the retriever put in the prompt.",
+        super::rag::ALPHA
+    );
+    out!(o);
+    out!(
+        o,
+        "| Test | Context | Documents (tokens) | Approach | Accuracy [95 % CI] | Recall | TTFT s | Decode tok/s | Prompt tokens | RAM Δ MiB |"
+    );
+    out!(o, "|---|---|---|---|---|---|---|---|---|---|");
+    for t in rows {
+        for a in &t.arms {
+            let approach = if a.approach.retrieves() {
+                format!("{} (k = {})", a.approach.label(), t.top_k)
+            } else {
+                a.approach.label().to_string()
+            };
+            out!(
+                o,
+                "| `{}` | {} | {} ({}) | {} | {}{} ({}/{}) | {} | {} | {} | {} | {} |",
+                t.test_name,
+                ctx_label(t.num_ctx),
+                t.documents,
+                tokens(t.documents_tokens),
+                approach,
+                pct(a.accuracy),
+                interval(a.accuracy_ci),
+                a.correct,
+                a.answered,
+                a.recalled
+                    .map_or(MISSING.to_string(), |r| format!("{r}/{}", a.asked)),
+                mean(a.ttft_s.as_ref(), 2),
+                mean(a.decode_tps.as_ref(), 1),
+                mean(a.prompt_tokens.as_ref(), 0),
+                a.ram_delta_bytes
+                    .as_ref()
+                    .map_or(MISSING.to_string(), |s| fixed(s.mean / 1_048_576.0, 0)),
+            );
+        }
+    }
+    out!(o);
+    for t in rows {
+        let agreement =
+            t.comparison
+                .as_ref()
+                .and_then(|c| c.agreement)
+                .map_or(String::new(), |a| {
+                    format!(
+                        " Direct and BM25 RAG agree on {:.0} % of the questions.",
+                        100.0 * a
+                    )
+                });
+        out!(
+            o,
+            "- `{}`: **{}** — {}.{}",
+            t.test_name,
+            t.verdict.label(),
+            t.comparison
+                .as_ref()
+                .map_or("no comparison (fewer than two approaches answered)", |c| c
+                    .summary
+                    .as_str()),
+            agreement
+        );
+    }
+    out!(o);
 }
 
 /// `quality.csv`: one row per test and depth.
@@ -292,6 +426,84 @@ impl Output<QualityReport> for QualityCsv {
     }
 }
 
+/// `rag_vs_direct.csv`: one row per RAG test and approach.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RagCsv;
+
+/// The columns of `rag_vs_direct.csv`.
+pub const RAG_CSV_COLUMNS: [&str; 20] = [
+    "model",
+    "test_name",
+    "num_ctx",
+    "documents",
+    "top_k",
+    "approach",
+    "correct",
+    "answered",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "recall",
+    "ttft_mean_s",
+    "decode_tps_mean",
+    "prompt_tokens_mean",
+    "ram_delta_bytes_mean",
+    "winner",
+    "decided_by",
+    "significant",
+    "verdict",
+];
+
+impl Output<QualityReport> for RagCsv {
+    fn render(&self, r: &QualityReport) -> Vec<OutputFile> {
+        if r.rag.is_empty() {
+            return Vec::new();
+        }
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(RAG_CSV_COLUMNS).expect("in memory");
+        let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+        for t in &r.rag {
+            for a in &t.arms {
+                let c = t.comparison.as_ref();
+                w.write_record([
+                    t.model.clone(),
+                    t.test_name.clone(),
+                    t.num_ctx.to_string(),
+                    t.documents.to_string(),
+                    t.top_k.to_string(),
+                    a.approach.label().to_string(),
+                    a.correct.to_string(),
+                    a.answered.to_string(),
+                    opt(a.accuracy),
+                    opt(a.accuracy_ci.map(|c| c.0)),
+                    opt(a.accuracy_ci.map(|c| c.1)),
+                    opt(a.recall),
+                    opt(a.ttft_s.as_ref().map(|s| s.mean)),
+                    opt(a.decode_tps.as_ref().map(|s| s.mean)),
+                    opt(a.prompt_tokens.as_ref().map(|s| s.mean)),
+                    opt(a.ram_delta_bytes.as_ref().map(|s| s.mean)),
+                    c.map_or(String::new(), |c| c.winner.label().to_string()),
+                    c.map_or(String::new(), |c| {
+                        match c.decided_by {
+                            super::rag::DecidedBy::Accuracy => "accuracy",
+                            super::rag::DecidedBy::Latency => "latency",
+                        }
+                        .to_string()
+                    }),
+                    c.map_or(String::new(), |c| c.significant.to_string()),
+                    t.verdict.label().to_string(),
+                ])
+                .expect("in memory");
+            }
+        }
+        let bytes = w.into_inner().expect("in memory");
+        vec![OutputFile::new(
+            RunDir::relative().report_path("rag_vs_direct.csv"),
+            String::from_utf8(bytes).expect("UTF-8 in, UTF-8 out"),
+        )]
+    }
+}
+
 /// `quality.json`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QualityJson;
@@ -307,6 +519,6 @@ impl Output<QualityReport> for QualityJson {
 }
 
 /// Every writer of the quality report.
-pub fn writers() -> [&'static dyn Output<QualityReport>; 3] {
-    [&QualityJson, &QualityCsv, &QualityMarkdown]
+pub fn writers() -> [&'static dyn Output<QualityReport>; 4] {
+    [&QualityJson, &QualityCsv, &RagCsv, &QualityMarkdown]
 }

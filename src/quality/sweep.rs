@@ -73,20 +73,43 @@ pub struct Ran {
     pub facts: QualityFacts,
 }
 
-fn request(
-    spec: &QualitySpec,
+/// What a quality test loads and asks: the model, its load-time options and the output tokens
+/// per answer (the sweeps and the RAG tests alike).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The model.
+    pub model: String,
+    /// Load-time options, sent on every request.
+    pub load: LoadOptions,
+    /// Output tokens per answer.
+    pub num_predict: u32,
+}
+
+impl QualitySpec {
+    /// What the test loads and asks.
+    pub fn target(&self) -> Target {
+        Target {
+            model: self.model.clone(),
+            load: LoadOptions {
+                num_ctx: self.num_ctx,
+                num_batch: self.num_batch,
+                num_thread: self.num_thread,
+            },
+            num_predict: self.num_predict,
+        }
+    }
+}
+
+pub(crate) fn request(
+    t: &Target,
     cfg: &Config,
     think_false: bool,
     num_predict: u32,
 ) -> GenerateRequest {
     GenerateRequest {
-        model: spec.model.clone(),
+        model: t.model.clone(),
         prompt: String::new(),
-        load: LoadOptions {
-            num_ctx: spec.num_ctx,
-            num_batch: spec.num_batch,
-            num_thread: spec.num_thread,
-        },
+        load: t.load,
         num_predict,
         seed: cfg.seed,
         // The model stays loaded between probes: the longest a probe may take, twice.
@@ -117,49 +140,148 @@ pub fn plan(spec: &QualitySpec, run_id: &str) -> Vec<Probe> {
     out
 }
 
-async fn phases(spec: &QualitySpec, env: &RunEnv, mut meta: RunMetadata) -> QualityRun {
-    let client = OllamaClient::new(&env.config);
-    let facts = match preflight(&client, &spec.model).await {
+/// How the first phases of a quality test ended: preflight, the trained-context check and the
+/// clean slate (shared by the sweeps and the RAG tests).
+pub(crate) enum Opening {
+    /// It cannot run here.
+    Skipped {
+        /// Facts recorded so far.
+        meta: RunMetadata,
+        /// Why.
+        why: String,
+    },
+    /// It cannot go on: a problem (INVALID).
+    Failed {
+        /// Facts recorded so far.
+        meta: RunMetadata,
+        /// What went wrong.
+        problem: String,
+        /// Retry notes of the client.
+        notes: Vec<String>,
+    },
+    /// The server has the model and nothing is loaded.
+    Ready {
+        /// Host, server and model facts, the options sent.
+        meta: RunMetadata,
+        /// Whether `think: false` is sent.
+        think_false: bool,
+    },
+}
+
+pub(crate) async fn open(
+    client: &OllamaClient,
+    env: &RunEnv,
+    t: &Target,
+    mut meta: RunMetadata,
+) -> Opening {
+    let facts = match preflight(client, &t.model).await {
         Ok(f) => f,
         Err(e) if e.skips() => {
-            return QualityRun::Skipped {
-                meta: Box::new(meta),
+            return Opening::Skipped {
+                meta,
                 why: e.to_string(),
             };
         }
         Err(e) => {
-            let mut ran = Ran {
+            return Opening::Failed {
                 meta,
-                ..Ran::default()
+                problem: e.to_string(),
+                notes: client.take_retry_notes(),
             };
-            ran.facts.problems.push(e.to_string());
-            ran.facts.notes.extend(client.take_retry_notes());
-            return QualityRun::Ran(Box::new(ran));
         }
     };
     record_facts(&mut meta, &facts);
     let think_false = facts.show.can_think();
     meta.think_false_sent = think_false;
-    meta.options_sent = request(spec, &env.config, think_false, spec.num_predict).options();
+    meta.options_sent = request(t, &env.config, think_false, t.num_predict).options();
+    if let Some(trained) = meta.trained_context
+        && u64::from(t.load.num_ctx) > trained
+    {
+        let problem = format!(
+            "num_ctx {} exceeds {}'s trained context {trained}: Ollama clamps it, so this test would measure a smaller context",
+            t.load.num_ctx, t.model
+        );
+        return Opening::Failed {
+            meta,
+            problem,
+            notes: Vec::new(),
+        };
+    }
+    if let Err(e) = clean_slate(client, &env.config).await {
+        return Opening::Failed {
+            meta,
+            problem: format!("could not unload models before the test: {e}"),
+            notes: Vec::new(),
+        };
+    }
+    Opening::Ready { meta, think_false }
+}
+
+/// Loads the model of `t` (a one-token request), records its load duration and `/api/ps`
+/// facts, and checks that the server runs it at the test's `num_ctx`.
+pub(crate) async fn load(
+    client: &OllamaClient,
+    t: &Target,
+    cfg: &Config,
+    think_false: bool,
+    meta: &mut RunMetadata,
+    notes: &mut Vec<String>,
+) -> Result<Option<f64>, String> {
+    let load = client
+        .generate(&request(t, cfg, think_false, 1), |_| {})
+        .await
+        .map_err(|e| format!("loading the model failed: {e}"))?;
+    match client.ps().await {
+        Ok(ps) => {
+            let m = ps
+                .iter()
+                .find(|m| same_model(&m.name, &t.model))
+                .ok_or("the model is not in /api/ps after loading it")?;
+            meta.ps_context_length = m.context_length;
+            meta.ps_size_bytes = m.size;
+            if let Some(ctx) = m.context_length
+                && ctx != u64::from(t.load.num_ctx)
+            {
+                return Err(format!(
+                    "the server runs the model at context {ctx}, not the test's num_ctx {} (/api/ps context_length)",
+                    t.load.num_ctx
+                ));
+            }
+        }
+        Err(e) => notes.push(format!("/api/ps failed: {e}")),
+    }
+    Ok(load.metrics.load_duration.map(|ns| ns as f64 / 1e9))
+}
+
+async fn phases(spec: &QualitySpec, env: &RunEnv, meta: RunMetadata) -> QualityRun {
+    let client = OllamaClient::new(&env.config);
+    let t = spec.target();
+    let (meta, think_false) = match open(&client, env, &t, meta).await {
+        Opening::Skipped { meta, why } => {
+            return QualityRun::Skipped {
+                meta: Box::new(meta),
+                why,
+            };
+        }
+        Opening::Failed {
+            meta,
+            problem,
+            notes,
+        } => {
+            let mut ran = Ran {
+                meta,
+                ..Ran::default()
+            };
+            ran.facts.problems.push(problem);
+            ran.facts.notes.extend(notes);
+            return QualityRun::Ran(Box::new(ran));
+        }
+        Opening::Ready { meta, think_false } => (meta, think_false),
+    };
     let mut ran = Ran {
         meta,
         ..Ran::default()
     };
-    if let Some(trained) = ran.meta.trained_context
-        && u64::from(spec.num_ctx) > trained
-    {
-        ran.facts.problems.push(format!(
-            "num_ctx {} exceeds {}'s trained context {trained}: Ollama clamps it, so this test would measure a smaller context",
-            spec.num_ctx, spec.model
-        ));
-        return QualityRun::Ran(Box::new(ran));
-    }
-    if let Err(e) = clean_slate(&client, &env.config).await {
-        ran.facts
-            .problems
-            .push(format!("could not unload models before the test: {e}"));
-        return QualityRun::Ran(Box::new(ran));
-    }
     let monitor = Monitor::start(&MonitorConfig {
         base_url: env.config.origin(),
         sample_hz: env.config.sample_hz,
@@ -190,30 +312,15 @@ async fn probes(
             spec.model, spec.num_ctx, spec.num_batch, spec.num_thread
         ),
     );
-    let load = client
-        .generate(&request(spec, cfg, think_false, 1), |_| {})
-        .await
-        .map_err(|e| format!("loading the model failed: {e}"))?;
-    ran.load_s = load.metrics.load_duration.map(|ns| ns as f64 / 1e9);
-    match client.ps().await {
-        Ok(ps) => {
-            let m = ps
-                .iter()
-                .find(|m| same_model(&m.name, &spec.model))
-                .ok_or("the model is not in /api/ps after loading it")?;
-            ran.meta.ps_context_length = m.context_length;
-            ran.meta.ps_size_bytes = m.size;
-            if let Some(ctx) = m.context_length
-                && ctx != u64::from(spec.num_ctx)
-            {
-                return Err(format!(
-                    "the server runs the model at context {ctx}, not the test's num_ctx {} (/api/ps context_length)",
-                    spec.num_ctx
-                ));
-            }
-        }
-        Err(e) => ran.facts.notes.push(format!("/api/ps failed: {e}")),
-    }
+    ran.load_s = load(
+        client,
+        &spec.target(),
+        cfg,
+        think_false,
+        &mut ran.meta,
+        &mut ran.facts.notes,
+    )
+    .await?;
     // Characters per token on the server's own count, before any probe can overflow.
     let mut ratios = Ratios::default();
     let cal_tokens = CALIBRATION_TOKENS.min(spec.fill_tokens / 4).max(64);
@@ -222,7 +329,7 @@ async fn probes(
         cal_tokens,
         ratios,
     );
-    let mut req = request(spec, cfg, think_false, 1);
+    let mut req = request(&spec.target(), cfg, think_false, 1);
     req.prompt = cal.text.clone();
     let c = client
         .generate(&req, |_| {})
@@ -252,7 +359,7 @@ async fn probes(
             intended_tokens: planned.round() as u32,
             num_predict: spec.num_predict,
         };
-        let outcome = ask(client, spec, cfg, think_false, &pp.text).await;
+        let outcome = ask(client, &spec.target(), cfg, think_false, &pp.text).await;
         let (mut trial, answer, failure) = match &outcome {
             Ok(c) => (
                 measure::figures(&plan, c),
@@ -324,18 +431,18 @@ fn planned_tokens(pp: &needle::ProbePrompt, ratios: Ratios) -> f64 {
     pp.document.estimated_tokens + extra
 }
 
-/// One probe-shaped message, asked as the user's only message.
-async fn ask(
+/// One message, asked as the user's only message.
+pub(crate) async fn ask(
     client: &OllamaClient,
-    spec: &QualitySpec,
+    t: &Target,
     cfg: &Config,
     think_false: bool,
     text: &str,
 ) -> Result<crate::backend::Completed, crate::backend::BackendError> {
     let req = ChatRequest {
-        model: spec.model.clone(),
+        model: t.model.clone(),
         messages: vec![Message::new("user", text.to_string())],
-        params: request(spec, cfg, think_false, spec.num_predict),
+        params: request(t, cfg, think_false, t.num_predict),
     };
     client.chat(&req, |_| {}).await
 }
@@ -371,7 +478,7 @@ async fn warm_up(
         spec,
         &format!("warm-up probe ({planned:.0} planned prompt tokens)"),
     );
-    let c = ask(client, spec, &env.config, think_false, &pp.text)
+    let c = ask(client, &spec.target(), &env.config, think_false, &pp.text)
         .await
         .map_err(|e| format!("warm-up request failed: {e}"))?;
     let Some(n) = c.metrics.prompt_eval_count.filter(|&n| n > 0) else {

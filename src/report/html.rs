@@ -620,6 +620,51 @@ fn quality(o: &mut String, q: &crate::quality::report::QualityReport) {
         }
         o.push_str("</table>\n");
     }
+    if !q.rag.is_empty() {
+        rag(o, &q.rag);
+    }
+}
+
+/// The RAG-against-direct tests: per approach, accuracy, recall and cost; the winner.
+fn rag(o: &mut String, rows: &[crate::quality::report::RagRow]) {
+    o.push_str(
+        "<h3>RAG against direct prompting</h3>\n<p class=\"note\">The same questions, the \
+         documents that fit the fill in the prompt (direct) or the retriever's top k (RAG); \
+         accuracy first, then TTFT (details in <code>quality.md</code>).</p>\n<table>\n<tr>\
+         <th>Test</th><th>Approach</th><th>Accuracy</th><th>Recall</th><th>TTFT s</th>\
+         <th>Prompt tokens</th><th>Verdict</th></tr>\n",
+    );
+    for t in rows {
+        for a in &t.arms {
+            let verdict = t.verdict.label();
+            let _ = writeln!(
+                o,
+                "<tr><td><code>{}</code></td><td>{}</td><td class=\"num\">{}/{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"v-{}\">{verdict}</td></tr>",
+                esc(&t.test_name),
+                a.approach.label(),
+                a.correct,
+                a.answered,
+                a.recalled
+                    .map_or(MISSING.to_string(), |r| format!("{r}/{}", a.asked)),
+                opt_fixed(a.ttft_s.as_ref().map(|s| s.mean), 2),
+                opt_fixed(a.prompt_tokens.as_ref().map(|s| s.mean), 0),
+                verdict.to_lowercase()
+            );
+        }
+    }
+    o.push_str("</table>\n<ul>\n");
+    for t in rows {
+        let _ = writeln!(
+            o,
+            "<li><code>{}</code>: {}</li>",
+            esc(&t.test_name),
+            esc(t
+                .comparison
+                .as_ref()
+                .map_or("no comparison", |c| c.summary.as_str()))
+        );
+    }
+    o.push_str("</ul>\n");
 }
 
 fn stability(o: &mut String, r: &Report) {

@@ -292,7 +292,13 @@ pub struct Script {
     /// More models the server lists in `/api/tags` and describes in `/api/show` (their own
     /// `details` and `model_info`); they cannot be loaded.
     pub catalog: Vec<CatalogModel>,
+    /// How `/api/embed` answers: one vector per input from this function, or, when `None`,
+    /// Ollama's error for a model without embeddings.
+    pub embed: Option<EmbedFn>,
 }
+
+/// Computes the vector of one input of `/api/embed`.
+pub type EmbedFn = Arc<dyn Fn(&str) -> Vec<f32> + Send + Sync>;
 
 /// A model of [`Script::catalog`]: what `/api/tags` and `/api/show` say of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,6 +337,7 @@ impl Script {
             answers: Vec::new(),
             chat: ChatScript::default(),
             catalog: Vec::new(),
+            embed: None,
         }
     }
 
@@ -845,6 +852,48 @@ async fn route(req: &Recorded, shared: &Shared, w: &mut OwnedWriteHalf) -> io::R
         }
         ("POST", "/api/generate") => generate(req, shared, w).await,
         ("POST", "/api/chat") => chat(req, shared, w).await,
+        ("POST", "/api/embed") => {
+            let model = model_of(&req.body);
+            let inputs: Vec<String> = match req.body.get("input") {
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            match &script.embed {
+                Some(f) => {
+                    let embeddings: Vec<Vec<f32>> = inputs.iter().map(|i| f(i)).collect();
+                    let tokens: u64 = inputs
+                        .iter()
+                        .map(|i| i.len() as u64 / CHARS_PER_TOKEN)
+                        .sum();
+                    respond_json(
+                        w,
+                        shared,
+                        200,
+                        &json!({
+                            "model": model,
+                            "embeddings": embeddings,
+                            "total_duration": 1_000_000u64,
+                            "load_duration": 0u64,
+                            "prompt_eval_count": tokens
+                        }),
+                    )
+                    .await
+                }
+                None => {
+                    respond_json(
+                        w,
+                        shared,
+                        400,
+                        &json!({ "error": format!("\"{model}\" does not support embeddings") }),
+                    )
+                    .await
+                }
+            }
+        }
         _ => {
             let body = "404 page not found";
             let head = format!(
