@@ -183,6 +183,46 @@ async fn live_reference_server() {
     let (st, _) = generate(&c, &server, json!({"prompt": "x"})).await;
     assert_eq!(st, 400);
 
+    // /api/embed: the reference models are completion models without pooling, so the answer
+    // is the one Ollama passes on from llama-server for them (501, "does not support
+    // embeddings"); the request is checked first as Ollama's EmbedHandler checks it.
+    let (st, v) = post(
+        &c,
+        &server,
+        "/api/embed",
+        json!({"model": SMOL, "input": ["a", "b"]}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (
+            501,
+            "This server does not support embeddings. Start it with `--embeddings`"
+        )
+    );
+    let (st, v) = post(
+        &c,
+        &server,
+        "/api/embed",
+        json!({"model": "nope:1b", "input": "a"}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (404, "model 'nope:1b' not found")
+    );
+    let (st, v) = post(
+        &c,
+        &server,
+        "/api/embed",
+        json!({"model": SMOL, "input": 7}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"].as_str().unwrap()),
+        (400, "invalid input type")
+    );
+
     // keep_alive 0 unloads: /api/ps empty and the runner gone within 10 s.
     let (pid3, _) = one_runner(&server);
     let (st, v) = generate(&c, &server, json!({"model": SMOL, "keep_alive": 0})).await;

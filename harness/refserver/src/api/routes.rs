@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/show", post(show))
         .route("/api/generate", post(generate))
         .route("/api/chat", post(chat))
+        .route("/api/embed", post(embed))
         .layer(axum::middleware::from_fn(log_requests))
         .with_state(state)
 }
@@ -80,6 +81,44 @@ fn find_model(st: &AppState, name: &str) -> Result<Arc<ModelEntry>, ApiError> {
 }
 
 // ------------------------------------------------------------------------------- small endpoints
+
+#[derive(Deserialize)]
+struct EmbedRequest {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+/// What llama-server answers on its embeddings endpoint when it was started without
+/// `--embeddings` (status 501), and what Ollama passes on for a model without pooling
+/// (ollama/ollama `llm/llama_server.go`: such a model's runner starts without `--embedding`,
+/// and `Embedding` returns the runner's status and message; `server/routes.go`
+/// `EmbedHandler` replies with them).
+pub const NO_EMBEDDINGS: &str =
+    "This server does not support embeddings. Start it with `--embeddings`";
+
+/// `POST /api/embed`: the request is checked as Ollama's `EmbedHandler` checks it (missing
+/// body, no model, a model not found, an input neither a string nor strings); the reference
+/// models are completion models without pooling, so a valid request gets the answer Ollama
+/// gives for them: 501 with llama-server's message. Unlike Ollama, the model is not loaded
+/// first: the answer would be the same.
+async fn embed(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: EmbedRequest = parse_body(&body)?;
+    let valid = match &req.input {
+        None | Some(Value::String(_)) => true,
+        Some(Value::Array(items)) => items.iter().all(Value::is_string),
+        Some(_) => false,
+    };
+    if req.model.is_empty() {
+        return Err(ApiError::bad("model is required"));
+    }
+    if !valid {
+        return Err(ApiError::bad("invalid input type").for_model(&req.model));
+    }
+    let m = find_model(&st, &req.model)?;
+    Err(ApiError::new(axum::http::StatusCode::NOT_IMPLEMENTED, NO_EMBEDDINGS).for_model(&m.name))
+}
 
 async fn version() -> Response {
     axum::Json(json!({ "version": VERSION })).into_response()
