@@ -130,6 +130,9 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         read_json_dir::<crate::quality::rag::RagResult>(&run.rag_dir()).map_err(read_error)?;
     let quality = (!quality_results.items.is_empty() || !rag_results.items.is_empty())
         .then(|| crate::quality::report::of(&quality_results.items, &rag_results.items));
+    if let Some(q) = &quality {
+        attach_quality(&mut report, q);
+    }
     report.files_not_read = cells
         .unreadable
         .into_iter()
@@ -186,6 +189,7 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
             run,
             &records.items,
             &sessions,
+            quality.as_ref().map_or(&[][..], |q| &q.models[..]),
         )?);
     }
     Ok(written)
@@ -399,6 +403,61 @@ pub struct Row {
     /// cell has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<crate::predict::CellPrediction>,
+    /// The long-context quality of the cell's model ([`crate::quality`]) when the run swept
+    /// it: the accuracy of its sweep at the cell's `num_ctx` and its effective context.
+    /// Absent when the run has no quality sweep of the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<RowQuality>,
+}
+
+/// What the quality sweeps of a run say of a cell's model ([`Row::quality`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowQuality {
+    /// The sweep test of the model at the cell's `num_ctx`, when there is one.
+    pub test_name: Option<String>,
+    /// Right answers of that test.
+    pub correct: usize,
+    /// Probes it answered.
+    pub answered: usize,
+    /// `correct / answered`.
+    pub accuracy: Option<f64>,
+    /// The model's effective context (filled tokens); `None` when no fill reached the threshold.
+    pub effective_context_tokens: Option<f64>,
+    /// The `num_ctx` at which it was measured: the largest context verified to keep accuracy.
+    pub effective_num_ctx: Option<u32>,
+    /// The threshold of the effective context.
+    pub accuracy_min: f64,
+}
+
+impl RowQuality {
+    /// Whether the cell's context is beyond what the sweeps verified: larger than the context
+    /// of the effective context, or no fill reached the threshold at all.
+    pub fn beyond_effective(&self, num_ctx: u32) -> bool {
+        self.effective_num_ctx.is_none_or(|c| num_ctx > c)
+    }
+}
+
+/// Gives each row the quality of its model from the run's quality report.
+pub fn attach_quality(report: &mut Report, q: &crate::quality::report::QualityReport) {
+    for row in &mut report.rows {
+        let Some(m) = q
+            .models
+            .iter()
+            .find(|m| crate::backend::same_model(&m.model, &row.cell.model))
+        else {
+            continue;
+        };
+        let test = m.tests.iter().find(|t| t.num_ctx == row.cell.num_ctx);
+        row.quality = Some(RowQuality {
+            test_name: test.map(|t| t.test_name.clone()),
+            correct: test.map_or(0, |t| t.correct),
+            answered: test.map_or(0, |t| t.answered),
+            accuracy: test.and_then(|t| t.accuracy),
+            effective_context_tokens: m.effective_context_tokens,
+            effective_num_ctx: m.effective_num_ctx,
+            accuracy_min: m.accuracy_min,
+        });
+    }
 }
 
 impl Row {
@@ -577,6 +636,7 @@ fn row(c: &CellResult) -> Row {
         truncate_false_sent: c.metadata.truncate_false_sent,
         fidelity: c.fidelity.clone(),
         prediction: c.prediction.clone(),
+        quality: None,
     }
 }
 

@@ -33,7 +33,8 @@ pub use self::preset::{
     PresetServer, preset, preset_stem, render_modelfile, render_preset,
 };
 pub use self::recommendations::{
-    RecommendationInput, Recommendations, USE_CASES, render_recommendations, session_workload,
+    RecommendationInput, Recommendations, USE_CASES, render_recommendations,
+    render_recommendations_with, session_workload,
 };
 use super::record::SearchRecord;
 use crate::agentic::SessionResult;
@@ -69,7 +70,11 @@ fn in_integration(file: &str) -> PathBuf {
 /// directory).
 pub fn render_all(records: &[SearchRecord], sessions: &[SessionResult]) -> Vec<OutputFile> {
     let mut files: Vec<OutputFile> = writers().iter().flat_map(|w| w.render(records)).collect();
-    files.extend(Recommendations.render(&RecommendationInput { records, sessions }));
+    files.extend(Recommendations.render(&RecommendationInput {
+        records,
+        sessions,
+        quality: &[],
+    }));
     files
 }
 
@@ -117,23 +122,39 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, OutputError> {
             u.why
         );
     }
+    let quality = crate::rundir::read_json_dir::<crate::quality::QualityResult>(&run.quality_dir())
+        .map_err(|source| OutputError::Read {
+            run_dir: run.root().to_path_buf(),
+            source,
+        })?;
+    let quality = crate::quality::report::of(&quality.items, &[]);
     let mut written = output::write_all(run.root(), &writers(), &records.items[..])?;
-    written.extend(write_recommendations(run, &records.items, &sessions)?);
+    written.extend(write_recommendations(
+        run,
+        &records.items,
+        &sessions,
+        &quality.models,
+    )?);
     Ok(written)
 }
 
-/// Writes `use_case_recommendations.md` from the run's search records and sessions (as read
-/// from the run directory); returns the path written.
+/// Writes `use_case_recommendations.md` from the run's search records, sessions and quality
+/// sweeps (as read from the run directory); returns the path written.
 pub fn write_recommendations(
     run: &RunDir,
     records: &[SearchRecord],
     sessions: &[SessionResult],
+    quality: &[crate::quality::report::ModelQuality],
 ) -> Result<Vec<PathBuf>, output::WriteError> {
     let writers: [&dyn Output<RecommendationInput<'_>>; 1] = [&Recommendations];
     output::write_all(
         run.root(),
         &writers,
-        &RecommendationInput { records, sessions },
+        &RecommendationInput {
+            records,
+            sessions,
+            quality,
+        },
     )
 }
 

@@ -1486,3 +1486,78 @@ fn the_reports_rebuild_the_recommendations_with_the_sessions() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
     std::fs::remove_dir_all(run.root()).unwrap();
 }
+
+#[test]
+fn maximum_analysis_leaves_out_contexts_beyond_the_effective_context() {
+    use crate::quality::report::ModelQuality;
+    // Every model with a passing configuration is assigned to maximum analysis.
+    let mut records = fixture_records();
+    for r in &mut records {
+        if let Some(c) = r.recommended.as_ref().map(|x| x.options.num_ctx) {
+            r.use_cases.push(("maximum analysis".into(), c));
+        }
+    }
+    let md = outputs::render_recommendations(&records, &[]);
+    let before = section(&md, "maximum analysis");
+    let at = before.find("**Recommended: `").expect("a winner") + "**Recommended: `".len();
+    let model = &before[at..at + before[at..].find('`').unwrap()];
+    let winner = records
+        .iter()
+        .find(|r| r.model == model)
+        .expect("the winner's record");
+    let ctx = winner.recommended.as_ref().unwrap().options.num_ctx;
+    let quality = |effective_num_ctx: u32| {
+        vec![ModelQuality {
+            model: model.to_string(),
+            accuracy_min: 0.85,
+            effective_context_tokens: Some(f64::from(effective_num_ctx) * 0.75),
+            effective_num_ctx: Some(effective_num_ctx),
+            probes_answered: 6,
+            tests: Vec::new(),
+        }]
+    };
+    // Verified up to half the winner's context: it is left out, and the section says why.
+    let md2 = outputs::render_recommendations_with(&records, &[], &quality(ctx / 2));
+    let after = section(&md2, "maximum analysis");
+    assert!(
+        after.contains("Not recommended here (beyond the model's effective context):"),
+        "{after}"
+    );
+    assert!(
+        after.contains(&format!(
+            "- `{}` ({model}): its effective context is {} tokens",
+            winner.name,
+            f64::from(ctx / 2) * 0.75
+        )),
+        "{after}"
+    );
+    assert!(
+        !after.contains(&format!("**Recommended: `{model}`")),
+        "{after}"
+    );
+    // Other use cases do not weigh the effective context.
+    assert_eq!(
+        section(&md2, "chat assistance"),
+        section(&md, "chat assistance")
+    );
+    // Verified at its context: the same winner, and the models the run did not sweep are named.
+    let md3 = outputs::render_recommendations_with(&records, &[], &quality(ctx));
+    let same = section(&md3, "maximum analysis");
+    assert!(
+        same.contains(&format!("**Recommended: `{model}`")),
+        "{same}"
+    );
+    assert!(!same.contains("Not recommended here"), "{same}");
+    let others = records.iter().any(|r| {
+        r.model != model
+            && r.recommended.is_some()
+            && r.use_cases.iter().any(|(u, _)| u == "maximum analysis")
+    });
+    assert_eq!(
+        same.contains("Effective context not measured"),
+        others,
+        "{same}"
+    );
+    // Without sweeps, the file is the one the records alone give.
+    assert_eq!(outputs::render_recommendations_with(&records, &[], &[]), md);
+}

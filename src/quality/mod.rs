@@ -168,6 +168,8 @@ pub fn cut_answers_note<'a>(
 /// One filled length and how the probes fared there.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FillPoint {
+    /// The `num_ctx` of the test.
+    pub num_ctx: u32,
     /// The filled length (tokens).
     pub filled_tokens: f64,
     /// Right answers.
@@ -180,12 +182,18 @@ pub struct FillPoint {
 /// at least `min`, every shorter length too; `None` when even the shortest falls short (or
 /// nothing was answered).
 pub fn effective_context(points: &[FillPoint], min: f64) -> Option<f64> {
+    effective_point(points, min).map(|p| p.filled_tokens)
+}
+
+/// The point of [`effective_context`]: the longest fill at which accuracy is at least `min`,
+/// every shorter fill too (its `num_ctx` is the largest context verified to keep accuracy).
+pub fn effective_point(points: &[FillPoint], min: f64) -> Option<FillPoint> {
     let mut pts: Vec<&FillPoint> = points.iter().filter(|p| p.n > 0).collect();
     pts.sort_by(|a, b| a.filled_tokens.total_cmp(&b.filled_tokens));
     let mut best = None;
     for p in pts {
         if p.correct as f64 / p.n as f64 >= min {
-            best = Some(p.filled_tokens);
+            best = Some(*p);
         } else {
             break;
         }
@@ -279,6 +287,7 @@ impl QualityResult {
     /// This test as a point of its model's effective context.
     pub fn fill_point(&self) -> Option<FillPoint> {
         Some(FillPoint {
+            num_ctx: self.spec.num_ctx,
             filled_tokens: self.analysis.filled_tokens?,
             correct: self.analysis.correct,
             n: self.analysis.answered,
@@ -329,6 +338,7 @@ pub fn assemble(spec: &QualitySpec, run: QualityRun, wall_s: f64) -> QualityResu
     ));
     let judgement = judge(spec, &a, &ran.probes, &ran.hardware, &facts);
     let point = FillPoint {
+        num_ctx: spec.num_ctx,
         filled_tokens: a.filled_tokens.unwrap_or(0.0),
         correct: a.correct,
         n: a.answered,
@@ -468,6 +478,7 @@ mod tests {
         assert_eq!(r, report::of(&[short, long], &[]), "order-independent");
         let m = &r.models[0];
         assert_eq!(m.effective_context_tokens, Some(1500.0));
+        assert_eq!(m.effective_num_ctx, Some(2048));
         assert_eq!(m.probes_answered, 8);
         assert_eq!(
             m.tests.iter().map(|t| t.num_ctx).collect::<Vec<_>>(),
@@ -510,6 +521,7 @@ mod tests {
     #[test]
     fn effective_context_is_the_longest_fill_before_the_first_shortfall() {
         let p = |f: f64, k: usize, n: usize| FillPoint {
+            num_ctx: (f * 4.0 / 3.0) as u32,
             filled_tokens: f,
             correct: k,
             n,
@@ -525,6 +537,7 @@ mod tests {
         assert_eq!(effective_context(&pts, 0.5), Some(96_000.0));
         assert_eq!(effective_context(&[p(8_000.0, 1, 10)], 0.85), None);
         assert_eq!(effective_context(&[p(8_000.0, 0, 0)], 0.85), None);
+        assert_eq!(effective_point(&pts, 0.85).map(|p| p.num_ctx), Some(42_666));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use super::rag::{ArmAnalysis, Comparison, RagResult};
-use super::{DepthScore, QualityResult, effective_context};
+use super::{DepthScore, QualityResult};
 use crate::output::{Output, OutputFile};
 use crate::results::Verdict;
 use crate::rundir::RunDir;
@@ -66,6 +66,9 @@ pub struct ModelQuality {
     pub accuracy_min: f64,
     /// Its effective context (filled tokens), when even the shortest fill reached the threshold.
     pub effective_context_tokens: Option<f64>,
+    /// The `num_ctx` of the test at which the effective context was measured: the largest
+    /// context verified to keep accuracy.
+    pub effective_num_ctx: Option<u32>,
     /// Probes answered over all its tests.
     pub probes_answered: usize,
     /// Its tests, by context.
@@ -136,6 +139,7 @@ pub fn of(results: &[QualityResult], rag: &[RagResult]) -> QualityReport {
                 model: r.spec.model.clone(),
                 accuracy_min: r.spec.gates.accuracy_min,
                 effective_context_tokens: None,
+                effective_num_ctx: None,
                 probes_answered: 0,
                 tests: vec![row],
             }),
@@ -147,7 +151,9 @@ pub fn of(results: &[QualityResult], rag: &[RagResult]) -> QualityReport {
             .filter(|r| r.spec.model == m.model)
             .filter_map(QualityResult::fill_point)
             .collect();
-        m.effective_context_tokens = effective_context(&points, m.accuracy_min);
+        let best = super::effective_point(&points, m.accuracy_min);
+        m.effective_context_tokens = best.map(|p| p.filled_tokens);
+        m.effective_num_ctx = best.map(|p| p.num_ctx);
         m.probes_answered = m.tests.iter().map(|t| t.answered).sum();
     }
     let mut rag_rows: Vec<RagRow> = rag

@@ -35,6 +35,12 @@ pub const COLUMNS: &[Column] = &[
     ("stop_reason", |r| serde_name(&r.stop_reason)),
     ("load_s", |r| num(r.load_s)),
     ("target", |r| r.target.to_string()),
+    ("accuracy", |r| {
+        num(r.quality.as_ref().and_then(|q| q.accuracy))
+    }),
+    ("effective_context_tokens", |r| {
+        num(r.quality.as_ref().and_then(|q| q.effective_context_tokens))
+    }),
 ];
 
 /// Writes `performance_matrix.csv`: the names of [`COLUMNS`], then one row per cell; missing

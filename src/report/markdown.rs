@@ -174,20 +174,23 @@ fn summary_rows<'a>(
     rows: impl Iterator<Item = &'a super::Row>,
     phase2: &[super::Phase2],
 ) {
-    // The Phase 2 column (sustained sessions of the model) appears only when the run has any.
-    if phase2.is_empty() {
-        out!(
-            o,
-            "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit |"
-        );
-        out!(o, "|---|---|---|---|---|---|---|");
-    } else {
-        out!(
-            o,
-            "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit | Phase 2 |"
-        );
-        out!(o, "|---|---|---|---|---|---|---|---|");
+    // The Phase 2 column (sustained sessions of the model) appears only when the run has any,
+    // the Accuracy and Effective ctx columns only when it has quality sweeps.
+    let rows: Vec<&super::Row> = rows.collect();
+    let swept = rows.iter().any(|r| r.quality.is_some());
+    let mut header =
+        "| Model | Context | TTFT | Tok/s | RAM Δ | Stability | Use Case Fit |".to_string();
+    let mut rule = "|---|---|---|---|---|---|---|".to_string();
+    if swept {
+        header.push_str(" Accuracy | Effective ctx |");
+        rule.push_str("---|---|");
     }
+    if !phase2.is_empty() {
+        header.push_str(" Phase 2 |");
+        rule.push_str("---|");
+    }
+    out!(o, "{header}");
+    out!(o, "{rule}");
     for row in rows {
         let mut model = row.cell.model.clone();
         if super::is_probe(&row.cell.test_name) {
@@ -200,6 +203,11 @@ fn summary_rows<'a>(
         if row.target {
             model = format!("[TARGET] {model}");
         }
+        let quality = if swept {
+            format!(" {} |", quality_cells(row))
+        } else {
+            String::new()
+        };
         let sustained = if phase2.is_empty() {
             String::new()
         } else {
@@ -207,7 +215,7 @@ fn summary_rows<'a>(
         };
         out!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} |{sustained}",
+            "| {} | {} | {} | {} | {} | {} | {} |{quality}{sustained}",
             cell(&model),
             context(row.cell.num_ctx, row.cell.fill_tokens),
             row.ttft_s.as_ref().map_or_else(
@@ -221,6 +229,31 @@ fn summary_rows<'a>(
             cell(&row.use_case_fit)
         );
     }
+}
+
+/// The Accuracy and Effective ctx cells of a row: `6/6 (100%) | 3130 tokens (4K)`; `–` where the
+/// sweeps say nothing; a context beyond the effective one is marked `⚠️ beyond`.
+fn quality_cells(row: &super::Row) -> String {
+    let Some(q) = &row.quality else {
+        return format!("{MISSING} | {MISSING}");
+    };
+    let accuracy = match (q.test_name.is_some(), q.accuracy) {
+        (true, Some(a)) => format!("{}/{} ({:.0}%)", q.correct, q.answered, 100.0 * a),
+        _ => MISSING.to_string(),
+    };
+    let effective = match (q.effective_context_tokens, q.effective_num_ctx) {
+        (Some(t), Some(c)) => format!(
+            "{t:.0} tokens ({}){}",
+            crate::text::ctx_label(c),
+            if q.beyond_effective(row.cell.num_ctx) {
+                " ⚠️ beyond"
+            } else {
+                ""
+            }
+        ),
+        _ => format!("none (accuracy < {})", fixed(q.accuracy_min, 2)),
+    };
+    format!("{accuracy} | {effective}")
 }
 
 /// The Phase 2 cell of a model: each of its sessions, e.g. `✅ coding 4k (75 s): success 100%,

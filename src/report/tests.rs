@@ -281,7 +281,7 @@ fn csv_header_is_stable() {
          ttft_mean_s,ttft_ci_low_s,ttft_ci_high_s,decode_tps_mean,decode_tps_ci_low,\
          decode_tps_ci_high,decode_tps_server_mean,prefill_tps_server_mean,ram_delta_bytes,\
          peak_anon_bytes,peak_file_bytes,stability,n_valid,n_attempted,stop_reason,load_s,\
-         target\n"
+         target,accuracy,effective_context_tokens\n"
     );
 }
 
@@ -502,6 +502,76 @@ fn targets_are_marked_and_probes_listed_apart() {
         "{probes}"
     );
     let csv = CsvReport.text(&report);
-    assert!(csv.lines().nth(1).unwrap().ends_with(",true"), "{csv}");
-    assert!(csv.lines().nth(2).unwrap().ends_with(",false"), "{csv}");
+    assert!(csv.lines().nth(1).unwrap().ends_with(",true,,"), "{csv}");
+    assert!(csv.lines().nth(2).unwrap().ends_with(",false,,"), "{csv}");
+}
+
+#[test]
+fn quality_sweeps_add_accuracy_and_effective_context_columns() {
+    use crate::quality::report::{ModelQuality, QualityReport, QualityRow};
+    let mut report = aggregate(&[
+        cell("m", "m", 4, Verdict::Pass),
+        cell("m", "m", 8, Verdict::Pass),
+        cell("other", "other", 4, Verdict::Pass),
+    ]);
+    let before = MarkdownReport.text(&report);
+    assert!(!before.contains("Effective ctx"), "no sweeps, no columns");
+    let q = QualityReport {
+        format_version: 1,
+        models: vec![ModelQuality {
+            model: "m".into(),
+            accuracy_min: 0.85,
+            effective_context_tokens: Some(3100.0),
+            effective_num_ctx: Some(4096),
+            probes_answered: 12,
+            tests: vec![QualityRow {
+                test_name: "m::quality_4k".into(),
+                num_ctx: 4096,
+                filled_tokens: Some(3100.0),
+                probe: "needle".into(),
+                verdict: Verdict::Pass,
+                correct: 5,
+                answered: 6,
+                accuracy: Some(5.0 / 6.0),
+                accuracy_ci: None,
+                depths: Vec::new(),
+                ttft_s: None,
+                reasons: Vec::new(),
+            }],
+        }],
+        rag: Vec::new(),
+    };
+    attach_quality(&mut report, &q);
+    let md = MarkdownReport.text(&report);
+    assert!(
+        md.contains("| Use Case Fit | Accuracy | Effective ctx |"),
+        "{md}"
+    );
+    let line = |start: &str| {
+        md.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("{start} in {md}"))
+            .to_string()
+    };
+    assert!(
+        line("| m | 4K").ends_with("| 5/6 (83%) | 3100 tokens (4K) |"),
+        "{md}"
+    );
+    // At 8K the model was not swept, and 8K is beyond the 4K its accuracy was verified at.
+    assert!(
+        line("| m | 8K").ends_with("| – | 3100 tokens (4K) ⚠️ beyond |"),
+        "{md}"
+    );
+    assert!(line("| other | 4K").ends_with("| – | – |"), "{md}");
+    let csv = CsvReport.text(&report);
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(",0.8333333333333334,3100"),
+        "{csv}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&JsonReport.text(&report)).unwrap();
+    assert_eq!(json["rows"][0]["quality"]["effective_num_ctx"], 4096);
+    assert!(json["rows"][2]["quality"].is_null());
 }

@@ -36,12 +36,21 @@
 //! run"), a failed session names its failed gates with figure and limit (from the typed
 //! judgement's checks), and a winner that failed its session says so. A run without sessions
 //! gives the same file as before they existed.
+//!
+//! ## Long-context quality
+//!
+//! When the run has quality sweeps (`cargo test --test quality`, [`crate::quality`]), a
+//! configuration for **maximum analysis** whose context is beyond its model's effective context
+//! (larger than the `num_ctx` at which the sweeps last kept accuracy ≥ `accuracy_min`, or any
+//! context when no fill kept it) is not recommended, and the section says why. A model the run
+//! did not sweep is ranked as before, with a note that its effective context was not measured.
 
 use super::{RECOMMENDATIONS_FILE, in_reports, preset_stem};
 use crate::agentic::{SessionResult, WorkloadKind};
 use crate::judgement::Verdict;
 use crate::optimize::record::{ChoiceOutcome, Recommendation, SearchRecord};
 use crate::output::{Output, OutputFile};
+use crate::quality::report::ModelQuality;
 use crate::rundir::INTEGRATION_DIR;
 use crate::text::{MISSING, ctx_label as k, mean_interval, out};
 
@@ -65,13 +74,15 @@ pub struct RecommendationInput<'a> {
     pub records: &'a [SearchRecord],
     /// The session results (`sessions/*.json`).
     pub sessions: &'a [SessionResult],
+    /// The quality sweeps' models (`quality/*.json`, [`crate::quality::report`]).
+    pub quality: &'a [ModelQuality],
 }
 
 impl Output<RecommendationInput<'_>> for Recommendations {
     fn render(&self, input: &RecommendationInput<'_>) -> Vec<OutputFile> {
         vec![OutputFile::new(
             in_reports(RECOMMENDATIONS_FILE),
-            render_recommendations(input.records, input.sessions),
+            render_recommendations_with(input.records, input.sessions, input.quality),
         )]
     }
 }
@@ -240,10 +251,20 @@ struct UseCase<'a> {
     workload: Option<WorkloadKind>,
     /// Every session of the run.
     sessions: &'a [SessionResult],
+    /// Passing configurations left out because their context is beyond the model's effective
+    /// context, with why.
+    beyond: Vec<(&'a SearchRecord, String)>,
+    /// Candidates whose model the run's sweeps did not measure (maximum analysis with sweeps).
+    unswept: Vec<&'a SearchRecord>,
 }
 
 impl<'a> UseCase<'a> {
-    fn new(name: &str, records: &'a [SearchRecord], sessions: &'a [SessionResult]) -> UseCase<'a> {
+    fn new(
+        name: &str,
+        records: &'a [SearchRecord],
+        sessions: &'a [SessionResult],
+        quality: &[ModelQuality],
+    ) -> UseCase<'a> {
         let (rule, key) = ranking(name);
         let mapped: Vec<&SearchRecord> = records
             .iter()
@@ -267,7 +288,44 @@ impl<'a> UseCase<'a> {
             ranked,
             workload: session_workload(name),
             sessions,
+            beyond: Vec::new(),
+            unswept: Vec::new(),
         };
+        // Long-context quality: for maximum analysis, a context beyond the model's effective
+        // context is not recommended.
+        if name.trim().eq_ignore_ascii_case("maximum analysis") && !quality.is_empty() {
+            let ranked = std::mem::take(&mut case.ranked);
+            for (r, x) in ranked {
+                match quality
+                    .iter()
+                    .find(|m| crate::backend::same_model(&m.model, &r.model))
+                {
+                    None => {
+                        case.unswept.push(r);
+                        case.ranked.push((r, x));
+                    }
+                    Some(m) => match m.effective_num_ctx {
+                        Some(c) if x.options.num_ctx <= c => case.ranked.push((r, x)),
+                        effective => {
+                            let why = match (effective, m.effective_context_tokens) {
+                                (Some(c), Some(t)) => format!(
+                                    "its effective context is {t:.0} tokens, measured at {} (accuracy ≥ {:.2} on the quality sweep); num_ctx {} is beyond it",
+                                    k(c),
+                                    m.accuracy_min,
+                                    k(x.options.num_ctx)
+                                ),
+                                _ => format!(
+                                    "no fill of its quality sweep kept accuracy ≥ {:.2}",
+                                    m.accuracy_min
+                                ),
+                            };
+                            case.beyond.push((r, why));
+                        }
+                    },
+                }
+            }
+            case.by_figures = case.ranked.first().map(|(r, _)| *r);
+        }
         // Phase 2: a model whose session failed ranks after the others (a stable sort keeps
         // the figures' order within each part).
         let mut ranked = std::mem::take(&mut case.ranked);
@@ -372,6 +430,15 @@ fn failed_text(r: &SearchRecord) -> Option<String> {
 /// `use_case_recommendations.md` from the records and the run's sessions (each in any order:
 /// the rendering sorts them). Without sessions, the file the records alone give.
 pub fn render_recommendations(records: &[SearchRecord], sessions: &[SessionResult]) -> String {
+    render_recommendations_with(records, sessions, &[])
+}
+
+/// [`render_recommendations`] with the run's quality sweeps weighing in (module comment).
+pub fn render_recommendations_with(
+    records: &[SearchRecord],
+    sessions: &[SessionResult],
+    quality: &[ModelQuality],
+) -> String {
     let mut records: Vec<SearchRecord> = records.to_vec();
     records.sort_by(|a, b| a.name.cmp(&b.name));
     let mut sessions: Vec<SessionResult> = sessions.to_vec();
@@ -386,7 +453,7 @@ pub fn render_recommendations(records: &[SearchRecord], sessions: &[SessionResul
     intro(&mut o, &records, &sessions);
     let cases: Vec<UseCase> = use_cases(&records)
         .iter()
-        .map(|u| UseCase::new(u, &records, &sessions))
+        .map(|u| UseCase::new(u, &records, &sessions, quality))
         .collect();
     winners_table(&mut o, &cases);
     for case in &cases {
@@ -515,10 +582,40 @@ fn use_case_section(o: &mut String, case: &UseCase) {
     }
     match case.winner() {
         Some((r, x)) => recommended(o, case, r, x),
+        None if !case.beyond.is_empty() => {
+            out!(
+                o,
+                "No assigned model has a passing configuration within its effective context."
+            );
+            out!(o);
+        }
         None => {
             out!(o, "No assigned model has a passing configuration.");
             out!(o);
         }
+    }
+    if !case.beyond.is_empty() {
+        out!(
+            o,
+            "Not recommended here (beyond the model's effective context):"
+        );
+        out!(o);
+        for (r, why) in &case.beyond {
+            out!(o, "- `{}` ({}): {why}", r.name, r.model);
+        }
+        out!(o);
+    }
+    if !case.unswept.is_empty() {
+        out!(
+            o,
+            "Effective context not measured (no quality sweep in this run): {}.",
+            case.unswept
+                .iter()
+                .map(|r| format!("`{}`", r.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out!(o);
     }
     let mut failed: Vec<String> = case.mapped.iter().filter_map(|r| failed_text(r)).collect();
     // Phase 2: the sessions of the mapped models that failed, with the gate and figure.
