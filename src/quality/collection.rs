@@ -35,14 +35,8 @@ pub const DEFAULT_SEED: u64 = 0x5241_4731; // "RAG1"
 /// Characters of corpus prose a document holds before its fact and decoy are planted.
 pub const DOCUMENT_CHARS: usize = 600;
 
-const COLOURS: [&str; 16] = [
-    "amber", "cobalt", "crimson", "indigo", "jade", "ochre", "scarlet", "teal", "violet",
-    "saffron", "umber", "azure", "coral", "ivory", "olive", "magenta",
-];
-const ANIMALS: [&str; 16] = [
-    "falcon", "otter", "heron", "lynx", "badger", "marten", "ibex", "condor", "gecko", "walrus",
-    "bison", "puffin", "jackal", "tapir", "osprey", "newt",
-];
+// The words of the needles' keys (`needle.rs`): none is in the corpus as a pair.
+use super::needle::{ANIMALS, COLOURS};
 const WINGS: [&str; 4] = ["north", "south", "east", "west"];
 
 /// One document.

@@ -51,11 +51,11 @@ impl ProbeKind {
 
 /// The words keys are made of: none of them is in the corpus as a `<colour>-<animal>` pair,
 /// and values are seven-digit numbers, which the corpus does not hold.
-const COLOURS: [&str; 16] = [
+pub(crate) const COLOURS: [&str; 16] = [
     "amber", "cobalt", "crimson", "indigo", "jade", "ochre", "scarlet", "teal", "violet",
     "saffron", "umber", "azure", "coral", "ivory", "olive", "magenta",
 ];
-const ANIMALS: [&str; 16] = [
+pub(crate) const ANIMALS: [&str; 16] = [
     "falcon", "otter", "heron", "lynx", "badger", "marten", "ibex", "condor", "gecko", "walrus",
     "bison", "puffin", "jackal", "tapir", "osprey", "newt",
 ];

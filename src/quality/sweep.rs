@@ -32,26 +32,37 @@ pub fn run_quality(spec: &QualitySpec, env: &RunEnv) -> QualityResult {
     let meta = run_metadata(env);
     let run = RUNTIME.block_on(phases(spec, env, meta));
     let result = super::assemble(spec, run, started.elapsed().as_secs_f64());
-    progress(
-        spec,
-        &format!(
-            "{}: {}",
-            result.verdict().label(),
-            result.judgement.reasons().join(" | ")
-        ),
-    );
     let path = env.run_dir.quality_path(&spec.test_name);
-    match save_json(&path, &result) {
-        Ok(()) => progress(spec, &format!("result written to {}", path.display())),
+    finish(&spec.test_name, &result.judgement, &path, &result, env);
+    result
+}
+
+/// The end of a quality or RAG test: its verdict and reasons on stderr, its result written to
+/// `path` (a failed write is recorded for the harness, which fails the test), the reports
+/// rebuilt.
+pub(crate) fn finish<T: serde::Serialize>(
+    test_name: &str,
+    judgement: &crate::judgement::Judgement,
+    path: &std::path::Path,
+    result: &T,
+    env: &RunEnv,
+) {
+    let say = |msg: &str| eprintln!("[{test_name}] {msg}");
+    say(&format!(
+        "{}: {}",
+        judgement.verdict.label(),
+        judgement.reasons().join(" | ")
+    ));
+    match save_json(path, result) {
+        Ok(()) => say(&format!("result written to {}", path.display())),
         Err(e) => {
-            progress(spec, &format!("error: the result was not written: {e}"));
+            say(&format!("error: the result was not written: {e}"));
             record_unsaved(&e);
         }
     }
     if let Err(e) = crate::report::build(&env.run_dir) {
-        progress(spec, &format!("warning: reports not rebuilt: {e}"));
+        say(&format!("warning: reports not rebuilt: {e}"));
     }
-    result
 }
 
 fn progress(spec: &QualitySpec, msg: &str) {

@@ -22,8 +22,8 @@ use crate::quality::retrieve::{self, Bm25};
 use crate::quality::sweep::{self, Opening, Target, UNCUT_BELOW_CTX};
 use crate::quality::{ANSWER_KEPT_CHARS, QualityFacts};
 use crate::results::TrialKind;
-use crate::rundir::{RunEnv, save_json};
-use crate::runner::{RUNTIME, record_unsaved, run_metadata};
+use crate::rundir::RunEnv;
+use crate::runner::{RUNTIME, run_metadata};
 
 /// Tokens of documents in the calibration prompt (at most a quarter of the fill).
 pub const CALIBRATION_TOKENS: u32 = 512;
@@ -57,25 +57,8 @@ pub fn run_rag(spec: &RagSpec, env: &RunEnv) -> RagResult {
     if let Some(c) = &result.analysis.comparison {
         progress(spec, &c.summary);
     }
-    progress(
-        spec,
-        &format!(
-            "{}: {}",
-            result.verdict().label(),
-            result.judgement.reasons().join(" | ")
-        ),
-    );
     let path = env.run_dir.rag_path(&spec.test_name);
-    match save_json(&path, &result) {
-        Ok(()) => progress(spec, &format!("result written to {}", path.display())),
-        Err(e) => {
-            progress(spec, &format!("error: the result was not written: {e}"));
-            record_unsaved(&e);
-        }
-    }
-    if let Err(e) = crate::report::build(&env.run_dir) {
-        progress(spec, &format!("warning: reports not rebuilt: {e}"));
-    }
+    sweep::finish(&spec.test_name, &result.judgement, &path, &result, env);
     result
 }
 
