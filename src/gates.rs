@@ -159,6 +159,7 @@ mod tests {
             optimize: true,
             source: "m.csv:2".into(),
             relative_gates: None,
+            probe: None,
         }
     }
 

@@ -266,7 +266,9 @@ impl GateCheck {
             (Some(lo), Some(hi)) => format!(" (95% CI {lo:.digits$}–{hi:.digits$}, n={})", self.n),
             _ => format!(" (n={})", self.n),
         };
-        let limit = self.limit;
+        // A limit computed from the engine's figures (`engine*F`) has every digit of a float:
+        // two decimals at most, as the value beside it, trailing zeros dropped (30, 0.6, 21.4).
+        let limit = crate::text::short_number(self.limit);
         match self.gate {
             Gate::Ttft => format!("TTFT mean {v:.2} s{} {cmp} limit {limit} s", interval(2)),
             Gate::TokS => format!(
@@ -282,13 +284,13 @@ impl GateCheck {
                 "success {:.1}% of turns{} {cmp} limit {:.1}%",
                 v * 100.0,
                 self.percent_interval(),
-                limit * 100.0
+                self.limit * 100.0
             ),
             Gate::Accuracy => format!(
                 "accuracy {:.1}% of answers{} {cmp} limit {:.1}%",
                 v * 100.0,
                 self.percent_interval(),
-                limit * 100.0
+                self.limit * 100.0
             ),
             Gate::TtftP95 => {
                 format!("TTFT p95 {v:.2} s (n={}) {cmp} limit {limit} s", self.n)

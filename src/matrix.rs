@@ -52,7 +52,14 @@ const REQUIRED: [&str; 11] = [
     "stability_min",
     "use_case",
 ];
-const OPTIONAL: [&str; 4] = ["num_predict", "optional", "ram_max_pct", "optimize"];
+const OPTIONAL: [&str; 6] = [
+    "num_predict",
+    "optional",
+    "ram_max_pct",
+    "optimize",
+    "probe",
+    "probe_depths",
+];
 
 /// The shape of a table this module reads: its columns, the variable that chooses another
 /// file, and what must be unique. The matrix is one; [`crate::agentic::table`] is another, read
@@ -673,6 +680,7 @@ impl Row<'_> {
         let optional = self.flag("optional", false)?;
         let optimize = self.flag("optimize", true)?;
         let use_case = self.text("use_case", "a short description of the use case")?;
+        let probe = crate::quality::cell::from_row(self, num_ctx, fill_tokens)?;
         Ok(CellSpec {
             test_name: test_name(name, num_ctx),
             name: name.to_string(),
@@ -689,6 +697,7 @@ impl Row<'_> {
             optimize,
             source: format!("{}:{}", self.path.display(), self.line),
             relative_gates,
+            probe,
         })
     }
 

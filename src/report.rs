@@ -128,8 +128,11 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, ReportError> {
         read_json_dir::<crate::quality::QualityResult>(&run.quality_dir()).map_err(read_error)?;
     let rag_results =
         read_json_dir::<crate::quality::rag::RagResult>(&run.rag_dir()).map_err(read_error)?;
-    let quality = (!quality_results.items.is_empty() || !rag_results.items.is_empty())
-        .then(|| crate::quality::report::of(&quality_results.items, &rag_results.items));
+    let probed = cells.items.iter().any(|c| !c.probes.is_empty());
+    let quality = (!quality_results.items.is_empty() || !rag_results.items.is_empty() || probed)
+        .then(|| {
+            crate::quality::report::of(&quality_results.items, &rag_results.items, &cells.items)
+        });
     if let Some(q) = &quality {
         attach_quality(&mut report, q);
     }
@@ -403,25 +406,52 @@ pub struct Row {
     /// cell has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prediction: Option<crate::predict::CellPrediction>,
-    /// The long-context quality of the cell's model ([`crate::quality`]) when the run swept
-    /// it: the accuracy of its sweep at the cell's `num_ctx` and its effective context.
-    /// Absent when the run has no quality sweep of the model.
+    /// The long-context quality of the cell ([`crate::quality`]): an accuracy (its model's
+    /// sweep at the cell's `num_ctx`, else the cell's own retrieval probes) and the model's
+    /// effective context when the run swept it. Absent when the run says neither.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<RowQuality>,
 }
 
-/// What the quality sweeps of a run say of a cell's model ([`Row::quality`]).
+/// What the run says of a cell's long-context quality ([`Row::quality`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RowQuality {
-    /// The sweep test of the model at the cell's `num_ctx`, when there is one.
-    pub test_name: Option<String>,
-    /// Right answers of that test.
+    /// The accuracy shown for the cell; `None` when neither a sweep at its context nor its own
+    /// probes answered.
+    pub accuracy: Option<RowAccuracy>,
+    /// The model's effective context by its sweeps; `None` when the run did not sweep it.
+    pub sweep: Option<SweptContext>,
+}
+
+/// An accuracy shown for a cell and where it comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowAccuracy {
+    /// Its source.
+    pub from: AccuracyFrom,
+    /// The test it comes from: the sweep (`<name>::quality_<K>k`) or the cell itself.
+    pub test_name: String,
+    /// Right answers.
     pub correct: usize,
-    /// Probes it answered.
+    /// Probes answered.
     pub answered: usize,
     /// `correct / answered`.
     pub accuracy: Option<f64>,
-    /// The model's effective context (filled tokens); `None` when no fill reached the threshold.
+}
+
+/// Where a cell's accuracy comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccuracyFrom {
+    /// The model's quality sweep at the cell's `num_ctx` (a deep fill).
+    Sweep,
+    /// The cell's own retrieval probes, at the cell's fill ([`crate::quality::cell`]).
+    CellProbe,
+}
+
+/// What a model's quality sweeps say of its effective context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SweptContext {
+    /// The effective context (filled tokens); `None` when no fill reached the threshold.
     pub effective_context_tokens: Option<f64>,
     /// The `num_ctx` at which it was measured: the largest context verified to keep accuracy.
     pub effective_num_ctx: Option<u32>,
@@ -429,34 +459,53 @@ pub struct RowQuality {
     pub accuracy_min: f64,
 }
 
-impl RowQuality {
-    /// Whether the cell's context is beyond what the sweeps verified: larger than the context
-    /// of the effective context, or no fill reached the threshold at all.
+impl SweptContext {
+    /// Whether `num_ctx` is beyond what the sweeps verified: larger than the context of the
+    /// effective context, or no fill reached the threshold at all.
     pub fn beyond_effective(&self, num_ctx: u32) -> bool {
         self.effective_num_ctx.is_none_or(|c| num_ctx > c)
     }
 }
 
-/// Gives each row the quality of its model from the run's quality report.
+/// Gives each row its quality from the run's quality report: the accuracy of its model's sweep
+/// at the row's `num_ctx`, else of the row's own probes, and its model's effective context.
 pub fn attach_quality(report: &mut Report, q: &crate::quality::report::QualityReport) {
     for row in &mut report.rows {
-        let Some(m) = q
+        let model = q
             .models
             .iter()
-            .find(|m| crate::backend::same_model(&m.model, &row.cell.model))
-        else {
-            continue;
+            .find(|m| crate::backend::same_model(&m.model, &row.cell.model));
+        let swept = model
+            .and_then(|m| m.tests.iter().find(|t| t.num_ctx == row.cell.num_ctx))
+            .filter(|t| t.answered > 0)
+            .map(|t| RowAccuracy {
+                from: AccuracyFrom::Sweep,
+                test_name: t.test_name.clone(),
+                correct: t.correct,
+                answered: t.answered,
+                accuracy: t.accuracy,
+            });
+        let probed = || {
+            q.cells
+                .iter()
+                .find(|c| c.test_name == row.cell.test_name && c.answered > 0)
+                .map(|c| RowAccuracy {
+                    from: AccuracyFrom::CellProbe,
+                    test_name: c.test_name.clone(),
+                    correct: c.correct,
+                    answered: c.answered,
+                    accuracy: c.accuracy,
+                })
         };
-        let test = m.tests.iter().find(|t| t.num_ctx == row.cell.num_ctx);
-        row.quality = Some(RowQuality {
-            test_name: test.map(|t| t.test_name.clone()),
-            correct: test.map_or(0, |t| t.correct),
-            answered: test.map_or(0, |t| t.answered),
-            accuracy: test.and_then(|t| t.accuracy),
-            effective_context_tokens: m.effective_context_tokens,
-            effective_num_ctx: m.effective_num_ctx,
-            accuracy_min: m.accuracy_min,
-        });
+        let quality = RowQuality {
+            accuracy: swept.or_else(probed),
+            sweep: model.map(|m| SweptContext {
+                effective_context_tokens: m.effective_context_tokens,
+                effective_num_ctx: m.effective_num_ctx,
+                accuracy_min: m.accuracy_min,
+            }),
+        };
+        row.quality = (quality.accuracy.is_some() || quality.sweep.is_some()).then_some(quality);
     }
 }
 

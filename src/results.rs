@@ -74,6 +74,10 @@ pub struct CellSpec {
     /// Resolved into [`CellSpec::gates`] by [`crate::engine::resolve_gates`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative_gates: Option<RelativeGates>,
+    /// The retrieval probe the cell asks after its measured trials (the table's `probe` and
+    /// `probe_depths`, [`crate::quality::cell`]); `None`: no probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::quality::cell::CellProbe>,
 }
 
 /// Gates relative to the engine's own speed on this machine (the table's `engine*F`), and once
@@ -475,6 +479,11 @@ pub struct CellResult {
     /// Absent in results written before predictions existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prediction: Option<crate::predict::CellPrediction>,
+    /// The cell's retrieval probes ([`CellSpec::probe`]), one per depth, asked after the
+    /// measured trials and kept apart from them: never in [`CellResult::trials`], the summaries
+    /// or the stability score. Empty when the cell has no probe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<crate::quality::ProbeRecord>,
 }
 
 impl CellResult {

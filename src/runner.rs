@@ -195,6 +195,8 @@ pub struct Ran {
     pub notes: Vec<String>,
     /// The performance prediction made before the load ([`crate::predict`]).
     pub prediction: Option<crate::predict::CellPrediction>,
+    /// The retrieval probes asked after the measured trials ([`crate::quality::cell`]).
+    pub probes: Vec<crate::quality::ProbeRecord>,
 }
 
 /// The load of the cell's model.
@@ -231,6 +233,7 @@ pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
                 fidelity: Vec::new(),
                 wall_s,
                 prediction,
+                probes: Vec::new(),
             };
         }
         CellRun::Ran(r) => *r,
@@ -275,6 +278,7 @@ pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
         fidelity,
         wall_s,
         prediction: ran.prediction,
+        probes: ran.probes,
     }
 }
 
@@ -299,6 +303,7 @@ pub fn rejudge(r: &CellResult) -> CellResult {
         problems: r.judgement.problems.clone(),
         notes: r.judgement.notes.clone(),
         prediction: None,
+        probes: r.probes.clone(),
     };
     CellResult {
         fidelity: r.fidelity.clone(),
@@ -488,6 +493,33 @@ async fn measure_cell(
     )
     .await;
     after_trials(client, spec, monitor, ran).await;
+    // The retrieval probe (src/quality/cell.rs): after the speed trials and the checks on
+    // them, so it disturbs neither; not after a loop the server or the RAM guard ended.
+    if let Some(probe) = &spec.probe
+        && !matches!(ran.stop_reason, StopReason::Error | StopReason::RamGuard)
+    {
+        progress(
+            spec,
+            &format!(
+                "retrieval probe: {} at depths {:?} of the {}-token fill",
+                probe.kind.label(),
+                probe.depths,
+                spec.fill_tokens
+            ),
+        );
+        let (probes, notes) = crate::quality::cell::ask_all(
+            client,
+            spec,
+            probe,
+            env,
+            req.think_false,
+            ratios,
+            monitor,
+        )
+        .await;
+        ran.probes = probes;
+        ran.notes.extend(notes);
+    }
     Ok(())
 }
 

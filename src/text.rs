@@ -32,6 +32,18 @@ pub(crate) fn fixed(x: f64, decimals: usize) -> String {
 }
 
 /// `x` with `decimals` decimals, or [`MISSING`].
+/// `x` with at most two decimals, trailing zeros dropped: `30`, `0.6`, `21.4`, `23.63` (a gate
+/// limit computed from the engine's figures has every digit of a float).
+pub(crate) fn short_number(x: f64) -> String {
+    let s = format!("{x:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
 pub(crate) fn opt_fixed(x: Option<f64>, decimals: usize) -> String {
     x.map_or_else(|| MISSING.to_string(), |x| fixed(x, decimals))
 }
@@ -152,5 +164,23 @@ pub(crate) fn cell(text: &str) -> String {
         MISSING.to_string()
     } else {
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn short_numbers() {
+        let cases = [
+            (30.0, "30"),
+            (0.6, "0.6"),
+            (21.40002957928583, "21.4"),
+            (23.6284525, "23.63"),
+            (100.0, "100"),
+            (0.0, "0"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(super::short_number(x), want);
+        }
     }
 }

@@ -252,6 +252,7 @@ fn a_prefix_caching_server_hits_every_turn_and_passes() {
         optimize: true,
         source: "tests/agentic_protocol.rs".into(),
         relative_gates: None,
+        probe: None,
     };
     run_cell_with(&cell, &ran.env, &CellOptions::default());
     let pm = std::fs::read_to_string(ran.env.run_dir.report_path("performance_matrix.md")).unwrap();

@@ -110,6 +110,7 @@ fn spec(threads: u32) -> CellSpec {
         optimize: false,
         source: "tests/busy_host.rs".into(),
         relative_gates: None,
+        probe: None,
     }
 }
 

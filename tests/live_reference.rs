@@ -155,6 +155,7 @@ fn spec(name: &str, model: &str, num_ctx: u32, fill: u32, num_predict: u32) -> C
         optimize: true,
         source: "tests/live_reference.rs".into(),
         relative_gates: None,
+        probe: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn spec(test_name: &str) -> CellSpec {
         optimize: true,
         source: "tests/protocol.rs".to_string(),
         relative_gates: None,
+        probe: None,
     }
 }
 

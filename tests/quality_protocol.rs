@@ -201,7 +201,7 @@ fn a_server_that_always_finds_the_fact_passes_with_the_longest_fill_as_effective
         "the probes filled {filled} of {} tokens",
         long.fill_tokens
     );
-    let report = quality::report::of(&[a, b], &[]);
+    let report = quality::report::of(&[a, b], &[], &[]);
     assert_eq!(report.models[0].effective_context_tokens, Some(filled));
     // Both runs wrote into their own run directories; the second one's report has its test.
     let md = std::fs::read_to_string(env.run_dir.report_path("quality.md")).unwrap();
@@ -347,4 +347,66 @@ fn a_server_without_embeddings_makes_the_test_invalid_with_its_error() {
             && why.contains("does not support embeddings"),
         "{why}"
     );
+}
+
+/// A matrix cell that carries a probe: 2000 tokens of fill in 8K, gates no scripted server can
+/// miss.
+fn probed_cell(probe: &str, depths: &str) -> o3_suite::results::CellSpec {
+    let t = format!(
+        "name,model,category,num_ctx,fill_tokens,num_batch,num_thread,ttft_max_s,tok_s_min,stability_min,use_case,ram_max_pct,num_predict,probe,probe_depths\n\
+         scripted,{MODEL},test,8K,2000,512,2,30,1,0.1,test,100,16,{probe},{depths}\n"
+    );
+    o3_suite::matrix::parse(Path::new("tests/quality_protocol.rs"), &t, 100.0)
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn a_cell_asks_its_probe_after_its_trials_and_keeps_it_apart_from_them() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = server(reader(last_half));
+    let env = env(&server);
+    let spec = probed_cell("needle", "0.1 0.9");
+    let r = o3_suite::runner::run_cell(&spec, &env);
+    let why = reasons(&r.judgement);
+    // The speed trials are the cell's alone: every one a generate request of the server, and
+    // no probe among them.
+    let generates = server.prompt_generates().len();
+    assert_eq!(r.trials.len(), generates, "{why}");
+    let chats = server.chat_served();
+    assert_eq!(chats.len(), 2, "one chat request per depth");
+    assert_eq!(r.verdict(), Verdict::Pass, "{why}");
+    // The server sees the last half: the fact at depth 0.1 is lost, the one at 0.9 found.
+    let scored: Vec<(f64, Option<bool>)> = r.probes.iter().map(|p| (p.depth, p.correct)).collect();
+    assert_eq!(scored, vec![(0.1, Some(false)), (0.9, Some(true))], "{why}");
+    // Each probe's message is the cell's fill (2000 tokens planned; the scripted tokenizer
+    // counts the whole templated message) and is unique, so no cache can serve it.
+    for (p, c) in r.probes.iter().zip(&chats) {
+        let counted = p.trial.prompt_tokens_evaluated.expect("counted") as f64;
+        assert!((2000.0..2300.0).contains(&counted), "{counted} tokens");
+        assert_eq!(c.processed, c.prompt_tokens, "processed whole");
+    }
+    assert!(
+        r.judgement.notes.iter().any(|n| n
+            == "retrieval probe (needle, fill 2000 tokens): 1/2 right — depth 0.1 ✗, 0.9 ✓ (not a gate)"),
+        "{:?}",
+        r.judgement.notes
+    );
+    // The reports: the cells' probe table in quality.md, and the accuracy in the matrix.
+    let md = std::fs::read_to_string(env.run_dir.report_path("quality.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| `scripted::ctx_8k`"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(row.contains("| ✓0 ✗1 (0%) | ✓1 ✗0 (100%) | 50%"), "{row}");
+    let matrix = std::fs::read_to_string(env.run_dir.report_path("performance_matrix.md")).unwrap();
+    assert!(
+        matrix.contains("| 1/2 (50%) (probe) | not swept |"),
+        "{matrix}"
+    );
+    // Written and read back whole.
+    let back: o3_suite::results::CellResult =
+        o3_suite::rundir::load_json(&env.run_dir.cell_path(&spec.test_name)).unwrap();
+    assert_eq!(back.probes, r.probes);
+    assert_eq!(back.cell.probe, spec.probe);
 }

@@ -416,6 +416,7 @@ mod tests {
             optimize: true,
             source: "m.csv:2".into(),
             relative_gates: None,
+            probe: None,
         };
         let trials: Vec<TrialRecord> = busy
             .iter()

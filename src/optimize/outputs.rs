@@ -127,7 +127,7 @@ pub fn build(run: &RunDir) -> Result<Vec<PathBuf>, OutputError> {
             run_dir: run.root().to_path_buf(),
             source,
         })?;
-    let quality = crate::quality::report::of(&quality.items, &[]);
+    let quality = crate::quality::report::of(&quality.items, &[], &[]);
     let mut written = output::write_all(run.root(), &writers(), &records.items[..])?;
     written.extend(write_recommendations(
         run,

@@ -217,6 +217,8 @@ impl ModelPlan {
             fill_tokens: row.fill_tokens.min(room),
             optional: false,
             optimize: true,
+            // The search measures speed; a retrieval probe is the matrix cell's to ask.
+            probe: None,
             source: format!(
                 "optimize {} (gates, fill and num_predict from {})",
                 self.name, row.source

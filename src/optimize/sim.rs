@@ -138,6 +138,7 @@ impl SimServer {
             fidelity: Vec::new(),
             wall_s: self.wall_s,
             prediction: None,
+            probes: Vec::new(),
         }
     }
 }

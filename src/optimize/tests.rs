@@ -43,6 +43,7 @@ fn row(name: &str, ctx: u32, fill: u32, ttft_max: f64, tok_min: f64, use_case: &
         optimize: true,
         source: format!("sim.csv:{ctx}"),
         relative_gates: None,
+        probe: None,
     }
 }
 

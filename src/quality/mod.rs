@@ -6,8 +6,10 @@
 //! judgement.
 //!
 //! [`needle`] (the facts and the answer match), [`table`] (the quality table), [`sweep`] (one
-//! test end to end), [`report`] (`comparative_analysis/quality.{md,csv,json}`).
+//! test end to end), [`cell`] (the probe a `context_scaling` cell may carry), [`report`]
+//! (`comparative_analysis/quality.{md,csv,json}`).
 
+pub mod cell;
 pub mod collection;
 pub mod needle;
 pub mod rag;
@@ -474,8 +476,8 @@ mod tests {
             3000,
             &[(0.0, false), (0.5, false), (1.0, true), (0.0, false)],
         );
-        let r = report::of(&[long.clone(), short.clone()], &[]);
-        assert_eq!(r, report::of(&[short, long], &[]), "order-independent");
+        let r = report::of(&[long.clone(), short.clone()], &[], &[]);
+        assert_eq!(r, report::of(&[short, long], &[], &[]), "order-independent");
         let m = &r.models[0];
         assert_eq!(m.effective_context_tokens, Some(1500.0));
         assert_eq!(m.effective_num_ctx, Some(2048));

@@ -3,8 +3,9 @@
 //! accuracy table (✓/✗ counts per depth, with the accuracy and its Wilson interval), the TTFT
 //! measured beside it, and the model's effective context over its tests (RULER: the largest
 //! filled length at which accuracy stays at or above `accuracy_min`, every shorter one too);
-//! and the RAG-against-direct tests (`rag/*.json`, [`super::rag`]), per test and approach
-//! (also as `rag_vs_direct.csv`).
+//! the RAG-against-direct tests (`rag/*.json`, [`super::rag`]), per test and approach (also as
+//! `rag_vs_direct.csv`); and the retrieval probes of the `context_scaling` cells
+//! (`cells/*.json`, [`super::cell`]), per cell and depth.
 //!
 //! A pure function of the results, like every report: the same results give the same bytes.
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 use super::rag::{ArmAnalysis, Comparison, RagResult};
 use super::{DepthScore, QualityResult};
 use crate::output::{Output, OutputFile};
-use crate::results::Verdict;
+use crate::results::{CellResult, Verdict};
 use crate::rundir::RunDir;
 use crate::text::{MISSING, ctx_label, fixed, out};
 
@@ -29,6 +30,68 @@ pub struct QualityReport {
     pub models: Vec<ModelQuality>,
     /// The RAG-against-direct tests, by model and context.
     pub rag: Vec<RagRow>,
+    /// The retrieval probes of the cells that carry one, by model and context.
+    pub cells: Vec<CellProbeRow>,
+}
+
+/// The retrieval probes of one `context_scaling` cell ([`super::cell`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellProbeRow {
+    /// The cell's test name, `<name>::ctx_<K>k`.
+    pub test_name: String,
+    /// The model.
+    pub model: String,
+    /// `num_ctx`.
+    pub num_ctx: u32,
+    /// The cell's fill (tokens of document, facts included).
+    pub fill_tokens: u32,
+    /// Mean prompt tokens the server evaluated for the probes.
+    pub filled_tokens: Option<f64>,
+    /// The probe kind.
+    pub probe: String,
+    /// Right answers.
+    pub correct: usize,
+    /// Probes answered (a failed or cut probe is not).
+    pub answered: usize,
+    /// Probes asked.
+    pub asked: usize,
+    /// `correct / answered`.
+    pub accuracy: Option<f64>,
+    /// Its 95 % Wilson interval.
+    pub accuracy_ci: Option<(f64, f64)>,
+    /// Per depth.
+    pub depths: Vec<DepthScore>,
+    /// Mean client TTFT of the probes (s): the probe's own figure, not the cell's.
+    pub ttft_s: Option<f64>,
+    /// The cell's verdict (on its speed trials; the probe is judged by no gate).
+    pub cell_verdict: Verdict,
+}
+
+impl CellProbeRow {
+    /// The row of a cell's probes; `None` when the cell has no probe or asked none.
+    pub fn of(r: &CellResult) -> Option<CellProbeRow> {
+        let probe = r.cell.probe.as_ref()?;
+        if r.probes.is_empty() {
+            return None;
+        }
+        let a = super::analyse(&r.probes, &probe.depths, r.cell.fill_tokens);
+        Some(CellProbeRow {
+            test_name: r.cell.test_name.clone(),
+            model: r.cell.model.clone(),
+            num_ctx: r.cell.num_ctx,
+            fill_tokens: r.cell.fill_tokens,
+            filled_tokens: a.filled_tokens,
+            probe: probe.kind.label().to_string(),
+            correct: a.correct,
+            answered: a.answered,
+            asked: a.asked,
+            accuracy: a.accuracy,
+            accuracy_ci: a.accuracy_ci,
+            depths: a.depths,
+            ttft_s: a.ttft_s.as_ref().map(|s| s.mean),
+            cell_verdict: r.verdict(),
+        })
+    }
 }
 
 /// One RAG-against-direct test.
@@ -104,8 +167,9 @@ pub struct QualityRow {
     pub reasons: Vec<String>,
 }
 
-/// The report of the sweeps' `results` and the RAG tests' `rag` (any order).
-pub fn of(results: &[QualityResult], rag: &[RagResult]) -> QualityReport {
+/// The report of the sweeps' `results`, the RAG tests' `rag` and the probes of the `cells`
+/// (any order).
+pub fn of(results: &[QualityResult], rag: &[RagResult], cells: &[CellResult]) -> QualityReport {
     let mut sorted: Vec<&QualityResult> = results.iter().collect();
     sorted.sort_by(|a, b| {
         (&a.spec.model, a.spec.num_ctx, &a.spec.test_name).cmp(&(
@@ -174,10 +238,15 @@ pub fn of(results: &[QualityResult], rag: &[RagResult]) -> QualityReport {
     rag_rows.sort_by(|a, b| {
         (&a.model, a.num_ctx, &a.test_name).cmp(&(&b.model, b.num_ctx, &b.test_name))
     });
+    let mut cell_rows: Vec<CellProbeRow> = cells.iter().filter_map(CellProbeRow::of).collect();
+    cell_rows.sort_by(|a, b| {
+        (&a.model, a.num_ctx, &a.test_name).cmp(&(&b.model, b.num_ctx, &b.test_name))
+    });
     QualityReport {
         format_version: FORMAT_VERSION,
         models,
         rag: rag_rows,
+        cells: cell_rows,
     }
 }
 
@@ -267,11 +336,7 @@ pub fn markdown(r: &QualityReport) -> String {
                 t.probe
             );
             for d in &depths {
-                let cell = t.depths.iter().find(|s| s.depth == *d).map_or_else(
-                    || MISSING.to_string(),
-                    |s| format!("✓{} ✗{} ({})", s.correct, s.n - s.correct, pct(s.accuracy)),
-                );
-                line.push_str(&format!(" {cell} |"));
+                line.push_str(&format!(" {} |", depth_cell(&t.depths, *d)));
             }
             line.push_str(&format!(
                 " {}{} ({}/{}) | {} | {} |",
@@ -291,7 +356,81 @@ pub fn markdown(r: &QualityReport) -> String {
         out!(o);
     }
     rag_markdown(&mut o, &r.rag);
+    cells_markdown(&mut o, &r.cells);
     o
+}
+
+/// The depths of the cells' probes, every one any cell asked at, in order.
+pub fn cell_depth_columns(rows: &[CellProbeRow]) -> Vec<f64> {
+    let mut d: Vec<f64> = rows
+        .iter()
+        .flat_map(|t| t.depths.iter().map(|s| s.depth))
+        .collect();
+    d.sort_by(f64::total_cmp);
+    d.dedup();
+    d
+}
+
+/// The probes of the `context_scaling` cells, in `quality.md`.
+fn cells_markdown(o: &mut String, rows: &[CellProbeRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    out!(o, "## Retrieval probes in the cells");
+    out!(o);
+    out!(
+        o,
+        "One probe per depth after each cell's measured trials (the matrix's `probe` and \
+         `probe_depths`), at the cell's own fill: the same model and options as its speed \
+         figures, in the same run. A probe is judged by no gate, and its requests are not among \
+         the cell's trials. The verdict is the cell's, on its speed trials."
+    );
+    out!(o);
+    let depths = cell_depth_columns(rows);
+    let mut header = "| Cell | Model | Context | Fill | Filled tokens | Probe |".to_string();
+    let mut rule = "|---|---|---|---|---|---|".to_string();
+    for d in &depths {
+        header.push_str(&format!(" depth {d} |"));
+        rule.push_str("---|");
+    }
+    header.push_str(" Accuracy [95 % CI] | Probe TTFT s | Cell verdict |");
+    rule.push_str("---|---|---|");
+    out!(o, "{header}");
+    out!(o, "{rule}");
+    for t in rows {
+        let mut line = format!(
+            "| `{}` | {} | {} | {} | {} | {} |",
+            t.test_name,
+            t.model,
+            ctx_label(t.num_ctx),
+            t.fill_tokens,
+            tokens(t.filled_tokens),
+            t.probe
+        );
+        for d in &depths {
+            line.push_str(&format!(" {} |", depth_cell(&t.depths, *d)));
+        }
+        line.push_str(&format!(
+            " {}{} ({}/{} of {}) | {} | {} |",
+            pct(t.accuracy),
+            interval(t.accuracy_ci),
+            t.correct,
+            t.answered,
+            t.asked,
+            t.ttft_s.map_or(MISSING.to_string(), |s| fixed(s, 2)),
+            t.cell_verdict.label()
+        ));
+        out!(o, "{line}");
+    }
+    out!(o);
+}
+
+/// A depth's cell: `✓2 ✗1 (67%)`, or `–` when nothing was asked there.
+fn depth_cell(scores: &[DepthScore], depth: f64) -> String {
+    scores.iter().find(|s| s.depth == depth).map_or_else(
+        || MISSING.to_string(),
+        |s| format!("✓{} ✗{} ({})", s.correct, s.n - s.correct, pct(s.accuracy)),
+    )
 }
 
 fn mean(s: Option<&crate::stats::Summary>, digits: usize) -> String {
@@ -378,12 +517,13 @@ fn rag_markdown(o: &mut String, rows: &[RagRow]) {
     out!(o);
 }
 
-/// `quality.csv`: one row per test and depth.
+/// `quality.csv`: one row per test and depth, the sweeps' (`source` `sweep`) and the cells'
+/// probes (`source` `cell`, with the cell's verdict).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QualityCsv;
 
 /// The columns of `quality.csv`.
-pub const CSV_COLUMNS: [&str; 12] = [
+pub const CSV_COLUMNS: [&str; 13] = [
     "model",
     "test_name",
     "num_ctx",
@@ -396,6 +536,7 @@ pub const CSV_COLUMNS: [&str; 12] = [
     "ci_low",
     "ci_high",
     "verdict",
+    "source",
 ];
 
 impl Output<QualityReport> for QualityCsv {
@@ -419,9 +560,30 @@ impl Output<QualityReport> for QualityCsv {
                         opt(d.ci.map(|c| c.0)),
                         opt(d.ci.map(|c| c.1)),
                         t.verdict.label().to_string(),
+                        "sweep".to_string(),
                     ])
                     .expect("in memory");
                 }
+            }
+        }
+        for t in &r.cells {
+            for d in &t.depths {
+                w.write_record([
+                    t.model.clone(),
+                    t.test_name.clone(),
+                    t.num_ctx.to_string(),
+                    opt(t.filled_tokens),
+                    t.probe.clone(),
+                    d.depth.to_string(),
+                    d.correct.to_string(),
+                    d.n.to_string(),
+                    opt(d.accuracy),
+                    opt(d.ci.map(|c| c.0)),
+                    opt(d.ci.map(|c| c.1)),
+                    t.cell_verdict.label().to_string(),
+                    "cell".to_string(),
+                ])
+                .expect("in memory");
             }
         }
         let bytes = w.into_inner().expect("in memory");

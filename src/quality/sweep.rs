@@ -359,38 +359,22 @@ async fn probes(
     ratios = warm_up(client, spec, env, think_false, ratios, ran).await?;
     let probes = plan(spec, &env.run_id);
     let total = probes.len();
+    let t = spec.target();
     for (i, probe) in probes.into_iter().enumerate() {
         let key = format!("{}/{}/probe-{i}", env.run_id, spec.test_name);
-        let pp = needle::prompt(&probe, &key, spec.fill_tokens, ratios);
-        let planned = planned_tokens(&pp, ratios);
-        let plan = TrialPlan {
-            index: i as u32,
-            kind: TrialKind::Measured,
-            prompt_chars: pp.text.len(),
-            intended_tokens: planned.round() as u32,
-            num_predict: spec.num_predict,
-        };
-        let outcome = ask(client, &spec.target(), cfg, think_false, &pp.text).await;
-        let (mut trial, answer, failure) = match &outcome {
-            Ok(c) => (
-                measure::figures(&plan, c),
-                c.events
-                    .iter()
-                    .map(|e| e.content.as_str())
-                    .collect::<String>(),
-                None,
-            ),
-            Err(e) => (
-                measure::from_error(&plan, e),
-                String::new(),
-                Some(e.to_string()),
-            ),
-        };
-        trial.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
-        let correct = failure
-            .is_none()
-            .then(|| needle::matches(&probe.expected, &answer));
-        if let Some(n) = trial.prompt_tokens_evaluated {
+        let asked = ask_probe(
+            client,
+            &t,
+            cfg,
+            think_false,
+            &probe,
+            (i as u32, &key),
+            (spec.fill_tokens, ratios),
+            monitor,
+        )
+        .await;
+        let planned = asked.planned;
+        if let Some(n) = asked.record.trial.prompt_tokens_evaluated {
             let n = f64::from(n);
             if n < planned * (1.0 - FILL_TOLERANCE) {
                 let p = format!(
@@ -404,28 +388,9 @@ async fn probes(
                 ratios = ratios.scaled(planned / n);
             }
         }
-        let asked = pp.placed[probe
-            .facts
-            .iter()
-            .position(|f| f.text.contains(&probe.expected))
-            .unwrap_or(0)];
-        let rec = ProbeRecord {
-            index: i as u32,
-            depth: probe.depth,
-            fill_before: asked.fill_before,
-            expected: probe.expected.clone(),
-            answer: answer.chars().take(ANSWER_KEPT_CHARS).collect(),
-            correct,
-            failure,
-            trial,
-        };
-        progress(spec, &probe_line(&rec, i + 1, total));
-        let unreachable = matches!(
-            outcome,
-            Err(crate::backend::BackendError::Unreachable { .. })
-        );
-        ran.probes.push(rec);
-        if unreachable {
+        progress(spec, &probe_line(&asked.record, i + 1, total));
+        ran.probes.push(asked.record);
+        if asked.unreachable {
             return Err(format!("probe {}: the server went away", i + 1));
         }
         if monitor.guard().load(std::sync::atomic::Ordering::SeqCst) {
@@ -433,6 +398,85 @@ async fn probes(
         }
     }
     Ok(())
+}
+
+/// One probe asked and scored: its record, the prompt tokens its message should count, and
+/// whether the server went away.
+pub(crate) struct Asked {
+    /// What was asked and what came back.
+    pub record: ProbeRecord,
+    /// Prompt tokens planned ([`planned_tokens`]).
+    pub planned: f64,
+    /// The server could not be reached.
+    pub unreachable: bool,
+}
+
+/// Asks `probe` (its message built from `fill` = (tokens, ratios), keyed by `at` = (index,
+/// key): unique per probe, so no prompt cache can serve it) as the user's only message of a
+/// chat request of `t`, and scores the answer; the process's RSS after it from `monitor`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn ask_probe(
+    client: &OllamaClient,
+    t: &Target,
+    cfg: &Config,
+    think_false: bool,
+    probe: &Probe,
+    at: (u32, &str),
+    fill: (u32, Ratios),
+    monitor: &Monitor,
+) -> Asked {
+    let (index, key) = at;
+    let pp = needle::prompt(probe, key, fill.0, fill.1);
+    let planned = planned_tokens(&pp, fill.1);
+    let plan = TrialPlan {
+        index,
+        kind: TrialKind::Measured,
+        prompt_chars: pp.text.len(),
+        intended_tokens: planned.round() as u32,
+        num_predict: t.num_predict,
+    };
+    let outcome = ask(client, t, cfg, think_false, &pp.text).await;
+    let (mut trial, answer, failure) = match &outcome {
+        Ok(c) => (
+            measure::figures(&plan, c),
+            c.events
+                .iter()
+                .map(|e| e.content.as_str())
+                .collect::<String>(),
+            None,
+        ),
+        Err(e) => (
+            measure::from_error(&plan, e),
+            String::new(),
+            Some(e.to_string()),
+        ),
+    };
+    trial.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
+    let correct = failure
+        .is_none()
+        .then(|| needle::matches(&probe.expected, &answer));
+    let asked = pp.placed[probe
+        .facts
+        .iter()
+        .position(|f| f.text.contains(&probe.expected))
+        .unwrap_or(0)];
+    Asked {
+        record: ProbeRecord {
+            index,
+            depth: probe.depth,
+            fill_before: asked.fill_before,
+            expected: probe.expected.clone(),
+            answer: answer.chars().take(ANSWER_KEPT_CHARS).collect(),
+            correct,
+            failure,
+            trial,
+        },
+        planned,
+        unreachable: matches!(
+            outcome,
+            Err(crate::backend::BackendError::Unreachable { .. })
+        ),
+    }
 }
 
 /// Prompt tokens a probe's message should count: its document's estimate, and the preamble
@@ -513,7 +557,7 @@ async fn warm_up(
     }
 }
 
-fn probe_line(r: &ProbeRecord, n: usize, total: usize) -> String {
+pub(crate) fn probe_line(r: &ProbeRecord, n: usize, total: usize) -> String {
     let f = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |x| format!("{x:.d$}"));
     format!(
         "probe {n}/{total}: depth {:.2} ({:.0} tokens in), prompt {} tokens, ttft {} s, decode {} tok/s: {}",

@@ -35,11 +35,16 @@ pub const COLUMNS: &[Column] = &[
     ("stop_reason", |r| serde_name(&r.stop_reason)),
     ("load_s", |r| num(r.load_s)),
     ("target", |r| r.target.to_string()),
-    ("accuracy", |r| {
-        num(r.quality.as_ref().and_then(|q| q.accuracy))
+    ("accuracy", |r| num(accuracy(r).and_then(|a| a.accuracy))),
+    ("accuracy_from", |r| {
+        accuracy(r).map_or(String::new(), |a| serde_name(&a.from))
     }),
     ("effective_context_tokens", |r| {
-        num(r.quality.as_ref().and_then(|q| q.effective_context_tokens))
+        num(r
+            .quality
+            .as_ref()
+            .and_then(|q| q.sweep.as_ref())
+            .and_then(|s| s.effective_context_tokens))
     }),
 ];
 
@@ -89,4 +94,8 @@ impl ReportWriter for CsvReport {
         let bytes = w.into_inner().expect(IN_MEMORY);
         String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
     }
+}
+
+fn accuracy(r: &Row) -> Option<&super::RowAccuracy> {
+    r.quality.as_ref().and_then(|q| q.accuracy.as_ref())
 }

@@ -595,19 +595,7 @@ fn quality(o: &mut String, q: &crate::quality::report::QualityReport) {
                 t.filled_tokens
                     .map_or(MISSING.to_string(), |f| format!("{f:.0}"))
             );
-            for d in &depths {
-                match t.depths.iter().find(|s| s.depth == *d) {
-                    Some(s) => {
-                        let _ = write!(
-                            o,
-                            "<td class=\"num\">✓{} ✗{}</td>",
-                            s.correct,
-                            s.n - s.correct
-                        );
-                    }
-                    None => o.push_str("<td></td>"),
-                }
-            }
+            depth_cells(o, &t.depths, &depths);
             let verdict = t.verdict.label();
             let _ = writeln!(
                 o,
@@ -623,6 +611,58 @@ fn quality(o: &mut String, q: &crate::quality::report::QualityReport) {
     if !q.rag.is_empty() {
         rag(o, &q.rag);
     }
+    if !q.cells.is_empty() {
+        cell_probes(o, &q.cells);
+    }
+}
+
+/// One `<td>` per depth of `depths`: `✓right ✗wrong`, empty where nothing was asked.
+fn depth_cells(o: &mut String, scores: &[crate::quality::DepthScore], depths: &[f64]) {
+    for d in depths {
+        match scores.iter().find(|s| s.depth == *d) {
+            Some(s) => {
+                let _ = write!(
+                    o,
+                    "<td class=\"num\">✓{} ✗{}</td>",
+                    s.correct,
+                    s.n - s.correct
+                );
+            }
+            None => o.push_str("<td></td>"),
+        }
+    }
+}
+
+/// The retrieval probes of the cells: per depth ✓/✗, the accuracy and the probes' TTFT.
+fn cell_probes(o: &mut String, rows: &[crate::quality::report::CellProbeRow]) {
+    o.push_str(
+        "<h3>Retrieval probes in the cells</h3>\n<p class=\"note\">One probe per depth after \
+         each cell's measured trials, at the cell's fill; judged by no gate and not among the \
+         cell's trials.</p>\n<table>\n<tr><th>Cell</th><th>Fill</th><th>Probe</th>",
+    );
+    let depths = crate::quality::report::cell_depth_columns(rows);
+    for d in &depths {
+        let _ = write!(o, "<th>depth {d}</th>");
+    }
+    o.push_str("<th>Accuracy</th><th>Probe TTFT s</th></tr>\n");
+    for t in rows {
+        let _ = write!(
+            o,
+            "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td>{}</td>",
+            esc(&t.test_name),
+            t.fill_tokens,
+            esc(&t.probe)
+        );
+        depth_cells(o, &t.depths, &depths);
+        let _ = writeln!(
+            o,
+            "<td class=\"num\">{}/{}</td><td class=\"num\">{}</td></tr>",
+            t.correct,
+            t.answered,
+            opt_fixed(t.ttft_s, 2)
+        );
+    }
+    o.push_str("</table>\n");
 }
 
 /// The RAG-against-direct tests: per approach, accuracy, recall and cost; the winner.

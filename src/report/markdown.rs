@@ -7,7 +7,7 @@ use crate::results::{StabilityBreakdown, StopReason, Verdict};
 use crate::stability::{MIN_TRIALS, W_CONSISTENCY, W_DRIFT, W_MEMORY};
 use crate::text::{
     MISSING, bytes, bytes_delta, cell, context, fixed, mean_interval, opt_fixed, opt_rate, out,
-    pct, signed_pct, thousands,
+    pct, short_number, signed_pct, thousands,
 };
 
 /// Writes `performance_matrix.md`.
@@ -231,27 +231,41 @@ fn summary_rows<'a>(
     }
 }
 
-/// The Accuracy and Effective ctx cells of a row: `6/6 (100%) | 3130 tokens (4K)`; `–` where the
-/// sweeps say nothing; a context beyond the effective one is marked `⚠️ beyond`.
+/// The Accuracy and Effective ctx cells of a row: `6/6 (100%) | 3130 tokens (4K)`, an accuracy
+/// of the cell's own probes marked `(probe)`; `–` where the run says nothing, `not swept` for a
+/// model without sweeps; a context beyond the effective one is marked `⚠️ beyond`.
 fn quality_cells(row: &super::Row) -> String {
     let Some(q) = &row.quality else {
         return format!("{MISSING} | {MISSING}");
     };
-    let accuracy = match (q.test_name.is_some(), q.accuracy) {
-        (true, Some(a)) => format!("{}/{} ({:.0}%)", q.correct, q.answered, 100.0 * a),
-        _ => MISSING.to_string(),
-    };
-    let effective = match (q.effective_context_tokens, q.effective_num_ctx) {
-        (Some(t), Some(c)) => format!(
-            "{t:.0} tokens ({}){}",
-            crate::text::ctx_label(c),
-            if q.beyond_effective(row.cell.num_ctx) {
-                " ⚠️ beyond"
-            } else {
-                ""
+    let accuracy = match &q.accuracy {
+        Some(a) => format!(
+            "{}/{} ({}){}",
+            a.correct,
+            a.answered,
+            a.accuracy
+                .map_or(MISSING.to_string(), |x| format!("{:.0}%", 100.0 * x)),
+            match a.from {
+                super::AccuracyFrom::Sweep => "",
+                super::AccuracyFrom::CellProbe => " (probe)",
             }
         ),
-        _ => format!("none (accuracy < {})", fixed(q.accuracy_min, 2)),
+        None => MISSING.to_string(),
+    };
+    let effective = match &q.sweep {
+        None => "not swept".to_string(),
+        Some(s) => match (s.effective_context_tokens, s.effective_num_ctx) {
+            (Some(t), Some(c)) => format!(
+                "{t:.0} tokens ({}){}",
+                crate::text::ctx_label(c),
+                if s.beyond_effective(row.cell.num_ctx) {
+                    " ⚠️ beyond"
+                } else {
+                    ""
+                }
+            ),
+            _ => format!("none (accuracy < {})", fixed(s.accuracy_min, 2)),
+        },
     };
     format!("{accuracy} | {effective}")
 }
@@ -297,7 +311,9 @@ fn gates(row: &Row) -> String {
     let g = &row.cell.gates;
     format!(
         "< {} s / > {} / > {}",
-        g.ttft_max_s, g.tok_s_min, g.stability_min
+        short_number(g.ttft_max_s),
+        short_number(g.tok_s_min),
+        short_number(g.stability_min)
     )
 }
 

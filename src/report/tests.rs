@@ -86,6 +86,7 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
         optimize: true,
         source: "matrix.csv:2".to_string(),
         relative_gates: None,
+        probe: None,
     };
     let stability = StabilityBreakdown {
         score: 0.9,
@@ -127,6 +128,7 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
         fidelity: Vec::new(),
         wall_s: 1.0,
         prediction: None,
+        probes: Vec::new(),
     }
 }
 
@@ -281,7 +283,7 @@ fn csv_header_is_stable() {
          ttft_mean_s,ttft_ci_low_s,ttft_ci_high_s,decode_tps_mean,decode_tps_ci_low,\
          decode_tps_ci_high,decode_tps_server_mean,prefill_tps_server_mean,ram_delta_bytes,\
          peak_anon_bytes,peak_file_bytes,stability,n_valid,n_attempted,stop_reason,load_s,\
-         target,accuracy,effective_context_tokens\n"
+         target,accuracy,accuracy_from,effective_context_tokens\n"
     );
 }
 
@@ -502,18 +504,45 @@ fn targets_are_marked_and_probes_listed_apart() {
         "{probes}"
     );
     let csv = CsvReport.text(&report);
-    assert!(csv.lines().nth(1).unwrap().ends_with(",true,,"), "{csv}");
-    assert!(csv.lines().nth(2).unwrap().ends_with(",false,,"), "{csv}");
+    assert!(csv.lines().nth(1).unwrap().ends_with(",true,,,"), "{csv}");
+    assert!(csv.lines().nth(2).unwrap().ends_with(",false,,,"), "{csv}");
 }
 
 #[test]
 fn quality_sweeps_add_accuracy_and_effective_context_columns() {
-    use crate::quality::report::{ModelQuality, QualityReport, QualityRow};
-    let mut report = aggregate(&[
+    use crate::quality::report::{CellProbeRow, ModelQuality, QualityReport, QualityRow};
+    // Cells with retrieval probes: m at 8K (2 of 3 right) and third at 4K (3 of 3).
+    let probed = |model: &str, k: u32, right: &[bool]| {
+        let mut c = cell(model, model, k, Verdict::Pass);
+        let depths = [0.1, 0.5, 0.9];
+        c.cell.probe = Some(crate::quality::cell::CellProbe {
+            kind: crate::quality::ProbeKind::Needle,
+            depths: depths.to_vec(),
+        });
+        c.probes = right
+            .iter()
+            .zip(depths)
+            .enumerate()
+            .map(|(i, (&ok, depth))| crate::quality::ProbeRecord {
+                index: i as u32,
+                depth,
+                fill_before: 0.0,
+                expected: "1234567".into(),
+                answer: if ok { "1234567" } else { "no" }.into(),
+                correct: Some(ok),
+                failure: None,
+                trial: TrialRecord::default(),
+            })
+            .collect();
+        c
+    };
+    let cells = [
         cell("m", "m", 4, Verdict::Pass),
-        cell("m", "m", 8, Verdict::Pass),
+        probed("m", 8, &[true, false, true]),
         cell("other", "other", 4, Verdict::Pass),
-    ]);
+        probed("third", 4, &[true, true, true]),
+    ];
+    let mut report = aggregate(&cells);
     let before = MarkdownReport.text(&report);
     assert!(!before.contains("Effective ctx"), "no sweeps, no columns");
     let q = QualityReport {
@@ -540,7 +569,9 @@ fn quality_sweeps_add_accuracy_and_effective_context_columns() {
             }],
         }],
         rag: Vec::new(),
+        cells: cells.iter().filter_map(CellProbeRow::of).collect(),
     };
+    assert_eq!(q.cells.len(), 2, "the probed cells only");
     attach_quality(&mut report, &q);
     let md = MarkdownReport.text(&report);
     assert!(
@@ -557,21 +588,35 @@ fn quality_sweeps_add_accuracy_and_effective_context_columns() {
         line("| m | 4K").ends_with("| 5/6 (83%) | 3100 tokens (4K) |"),
         "{md}"
     );
-    // At 8K the model was not swept, and 8K is beyond the 4K its accuracy was verified at.
+    // At 8K the model was not swept: the cell's own probes give the accuracy, and 8K is
+    // beyond the 4K its accuracy was verified at.
     assert!(
-        line("| m | 8K").ends_with("| – | 3100 tokens (4K) ⚠️ beyond |"),
+        line("| m | 8K").ends_with("| 2/3 (67%) (probe) | 3100 tokens (4K) ⚠️ beyond |"),
         "{md}"
     );
     assert!(line("| other | 4K").ends_with("| – | – |"), "{md}");
-    let csv = CsvReport.text(&report);
     assert!(
-        csv.lines()
-            .nth(1)
-            .unwrap()
-            .ends_with(",0.8333333333333334,3100"),
+        line("| third | 4K").ends_with("| 3/3 (100%) (probe) | not swept |"),
+        "{md}"
+    );
+    let csv = CsvReport.text(&report);
+    let csv_line = |n: usize| csv.lines().nth(n).unwrap().to_string();
+    assert!(
+        csv_line(1).ends_with(",0.8333333333333334,sweep,3100"),
         "{csv}"
     );
+    assert!(
+        csv_line(2).ends_with(",0.6666666666666666,cell_probe,3100"),
+        "{csv}"
+    );
+    assert!(csv_line(3).ends_with(",false,,,"), "{csv}");
+    assert!(csv_line(4).ends_with(",1,cell_probe,"), "{csv}");
     let json: serde_json::Value = serde_json::from_str(&JsonReport.text(&report)).unwrap();
-    assert_eq!(json["rows"][0]["quality"]["effective_num_ctx"], 4096);
+    assert_eq!(
+        json["rows"][0]["quality"]["sweep"]["effective_num_ctx"],
+        4096
+    );
+    assert_eq!(json["rows"][1]["quality"]["accuracy"]["from"], "cell_probe");
     assert!(json["rows"][2]["quality"].is_null());
+    assert!(json["rows"][3]["quality"]["sweep"].is_null());
 }
