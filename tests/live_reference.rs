@@ -385,10 +385,33 @@ fn fidelity_against_llama_bench() {
         // Prefill of `fill` tokens from an empty cache; decode after `fill` tokens of context.
         let file = b.engine.model_file(model).unwrap();
         let req = BenchRequest::for_cell(&cell, file);
-        let e = engine::cached_bench(&b.engine, &req, &env.run_dir).unwrap();
-        let (pp, tg) = (e.prefill.mean_tps, e.decode.mean_tps);
         let s = &r.summaries;
         let client = s.decode_tps.as_ref().unwrap().mean;
+        let mut e = engine::cached_bench(&b.engine, &req, &env.run_dir).unwrap();
+        // The run's cached figure may come from another moment of the run (another cell of the
+        // same options measured it, at `O3_ENGINE_REPS`, 1 in CI): in one CI rehearsal a single
+        // llama-bench repetition there measured tg128 at 11.5 tok/s while the harness measured
+        // 77 here and the same llama-bench run gave pp1024 at the usual 285 tok/s, so one
+        // moment of a busy machine had slowed it. When the cached figure puts the harness
+        // outside the band, the engine is measured again now, three repetitions; the check is
+        // on that measurement, and says so.
+        if !(DECODE_BAND.0..=DECODE_BAND.1).contains(&(client / e.decode.mean_tps)) {
+            let again = engine::EngineEnv {
+                repetitions: 3,
+                ..b.engine.clone()
+            };
+            let fresh = engine::bench(&again, &req).unwrap();
+            eprintln!(
+                "[{}] the run's cached llama-bench {} ({:.1} tok/s) puts the client's {client:.1} tok/s outside {DECODE_BAND:?}: measured again now, 3 repetitions: {:.1} ± {:.1} tok/s",
+                cell.test_name,
+                e.decode.test,
+                e.decode.mean_tps,
+                fresh.decode.mean_tps,
+                fresh.decode.stddev_tps
+            );
+            e = fresh;
+        }
+        let (pp, tg) = (e.prefill.mean_tps, e.decode.mean_tps);
         let server = s.decode_tps_server.as_ref().unwrap().mean;
         let prefill = s.prefill_tps_server.as_ref().unwrap().mean;
         r.fidelity = [

@@ -339,12 +339,11 @@ pub fn markdown(r: &QualityReport) -> String {
                 line.push_str(&format!(" {} |", depth_cell(&t.depths, *d)));
             }
             line.push_str(&format!(
-                " {}{} ({}/{}) | {} | {} |",
-                pct(t.accuracy),
-                interval(t.accuracy_ci),
+                " {} ({}/{}) | {} | {} |",
+                accuracy_cell(t.accuracy, t.accuracy_ci),
                 t.correct,
                 t.answered,
-                t.ttft_s.map_or(MISSING.to_string(), |s| fixed(s, 2)),
+                seconds(t.ttft_s),
                 t.verdict.label()
             ));
             out!(o, "{line}");
@@ -411,18 +410,27 @@ fn cells_markdown(o: &mut String, rows: &[CellProbeRow]) {
             line.push_str(&format!(" {} |", depth_cell(&t.depths, *d)));
         }
         line.push_str(&format!(
-            " {}{} ({}/{} of {}) | {} | {} |",
-            pct(t.accuracy),
-            interval(t.accuracy_ci),
+            " {} ({}/{} of {}) | {} | {} |",
+            accuracy_cell(t.accuracy, t.accuracy_ci),
             t.correct,
             t.answered,
             t.asked,
-            t.ttft_s.map_or(MISSING.to_string(), |s| fixed(s, 2)),
+            seconds(t.ttft_s),
             t.cell_verdict.label()
         ));
         out!(o, "{line}");
     }
     out!(o);
+}
+
+/// `83% [44–97%]`.
+fn accuracy_cell(accuracy: Option<f64>, ci: Option<(f64, f64)>) -> String {
+    format!("{}{}", pct(accuracy), interval(ci))
+}
+
+/// `8.78`, or `–`.
+fn seconds(s: Option<f64>) -> String {
+    s.map_or(MISSING.to_string(), |s| fixed(s, 2))
 }
 
 /// A depth's cell: `✓2 ✗1 (67%)`, or `–` when nothing was asked there.

@@ -436,21 +436,7 @@ pub(crate) async fn ask_probe(
         num_predict: t.num_predict,
     };
     let outcome = ask(client, t, cfg, think_false, &pp.text).await;
-    let (mut trial, answer, failure) = match &outcome {
-        Ok(c) => (
-            measure::figures(&plan, c),
-            c.events
-                .iter()
-                .map(|e| e.content.as_str())
-                .collect::<String>(),
-            None,
-        ),
-        Err(e) => (
-            measure::from_error(&plan, e),
-            String::new(),
-            Some(e.to_string()),
-        ),
-    };
+    let (mut trial, answer, failure) = answered(&plan, &outcome);
     trial.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
     let correct = failure
         .is_none()
@@ -484,6 +470,25 @@ pub(crate) async fn ask_probe(
 fn planned_tokens(pp: &needle::ProbePrompt, ratios: Ratios) -> f64 {
     let extra = (pp.text.len() - pp.document.text.trim_end().len()) as f64 / ratios.prose;
     pp.document.estimated_tokens + extra
+}
+
+/// What a request of `plan` gave: its figures, the answer's text, and why it failed.
+pub(crate) fn answered(
+    plan: &TrialPlan,
+    outcome: &Result<crate::backend::Completed, crate::backend::BackendError>,
+) -> (crate::results::TrialRecord, String, Option<String>) {
+    match outcome {
+        Ok(c) => (
+            measure::figures(plan, c),
+            c.events.iter().map(|e| e.content.as_str()).collect(),
+            None,
+        ),
+        Err(e) => (
+            measure::from_error(plan, e),
+            String::new(),
+            Some(e.to_string()),
+        ),
+    }
 }
 
 /// One message, asked as the user's only message.

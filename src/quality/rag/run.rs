@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::{AnswerRecord, Approach, RagRan, RagResult, RagRun, RagSpec};
 use crate::backend::{BackendError, LoadOptions, OllamaClient};
 use crate::config::Config;
-use crate::measure::{self, FILL_TOLERANCE, TrialPlan};
+use crate::measure::{FILL_TOLERANCE, TrialPlan};
 use crate::monitor::{Monitor, MonitorConfig};
 use crate::quality::collection::{self, Collection, Document, Question};
 use crate::quality::needle;
@@ -404,21 +404,7 @@ impl Session<'_> {
             num_predict: self.spec.num_predict,
         };
         let outcome = self.ask(&text).await;
-        let (mut trial, answer, failure) = match &outcome {
-            Ok(c) => (
-                measure::figures(&plan, c),
-                c.events
-                    .iter()
-                    .map(|e| e.content.as_str())
-                    .collect::<String>(),
-                None,
-            ),
-            Err(e) => (
-                measure::from_error(&plan, e),
-                String::new(),
-                Some(e.to_string()),
-            ),
-        };
+        let (mut trial, answer, failure) = crate::quality::sweep::answered(&plan, &outcome);
         let rss = self.monitor.current_memory().map(|m| m.rss_bytes);
         trial.rss_after_bytes = rss;
         if let Some(n) = trial.prompt_tokens_evaluated {
