@@ -399,6 +399,17 @@ fn a_cell_asks_its_probe_after_its_trials_and_keeps_it_apart_from_them() {
         .find(|l| l.starts_with("| `scripted::ctx_8k`"))
         .unwrap_or_else(|| panic!("{md}"));
     assert!(row.contains("| ✓0 ✗1 (0%) | ✓1 ✗0 (100%) | 50%"), "{row}");
+    let csv = std::fs::read_to_string(env.run_dir.report_path("quality.csv")).unwrap();
+    let rows: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.contains("scripted::ctx_8k"))
+        .collect();
+    assert_eq!(rows.len(), 2, "one row per depth: {csv}");
+    assert!(
+        rows[0].contains(",needle,0.1,0,1,0,") && rows[1].contains(",needle,0.9,1,1,1,"),
+        "{csv}"
+    );
+    assert!(rows.iter().all(|r| r.ends_with(",PASS,cell")), "{csv}");
     let matrix = std::fs::read_to_string(env.run_dir.report_path("performance_matrix.md")).unwrap();
     assert!(
         matrix.contains("| 1/2 (50%) (probe) | not swept |"),

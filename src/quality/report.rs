@@ -547,51 +547,71 @@ pub const CSV_COLUMNS: [&str; 13] = [
     "source",
 ];
 
+/// What a `quality.csv` row says of its test, beside the depth.
+struct CsvTest<'a> {
+    model: &'a str,
+    test_name: &'a str,
+    num_ctx: u32,
+    filled_tokens: Option<f64>,
+    probe: &'a str,
+    verdict: Verdict,
+    source: &'static str,
+}
+
+impl CsvTest<'_> {
+    fn record(&self, d: &DepthScore) -> [String; 13] {
+        let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
+        [
+            self.model.to_string(),
+            self.test_name.to_string(),
+            self.num_ctx.to_string(),
+            opt(self.filled_tokens),
+            self.probe.to_string(),
+            d.depth.to_string(),
+            d.correct.to_string(),
+            d.n.to_string(),
+            opt(d.accuracy),
+            opt(d.ci.map(|c| c.0)),
+            opt(d.ci.map(|c| c.1)),
+            self.verdict.label().to_string(),
+            self.source.to_string(),
+        ]
+    }
+}
+
 impl Output<QualityReport> for QualityCsv {
     fn render(&self, r: &QualityReport) -> Vec<OutputFile> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(CSV_COLUMNS).expect("in memory");
-        let opt = |x: Option<f64>| x.map_or(String::new(), |v| v.to_string());
-        for m in &r.models {
-            for t in &m.tests {
-                for d in &t.depths {
-                    w.write_record([
-                        m.model.clone(),
-                        t.test_name.clone(),
-                        t.num_ctx.to_string(),
-                        opt(t.filled_tokens),
-                        t.probe.clone(),
-                        d.depth.to_string(),
-                        d.correct.to_string(),
-                        d.n.to_string(),
-                        opt(d.accuracy),
-                        opt(d.ci.map(|c| c.0)),
-                        opt(d.ci.map(|c| c.1)),
-                        t.verdict.label().to_string(),
-                        "sweep".to_string(),
-                    ])
-                    .expect("in memory");
-                }
-            }
-        }
-        for t in &r.cells {
-            for d in &t.depths {
-                w.write_record([
-                    t.model.clone(),
-                    t.test_name.clone(),
-                    t.num_ctx.to_string(),
-                    opt(t.filled_tokens),
-                    t.probe.clone(),
-                    d.depth.to_string(),
-                    d.correct.to_string(),
-                    d.n.to_string(),
-                    opt(d.accuracy),
-                    opt(d.ci.map(|c| c.0)),
-                    opt(d.ci.map(|c| c.1)),
-                    t.cell_verdict.label().to_string(),
-                    "cell".to_string(),
-                ])
-                .expect("in memory");
+        let sweeps = r.models.iter().flat_map(|m| {
+            m.tests.iter().map(|t| {
+                let test = CsvTest {
+                    model: &m.model,
+                    test_name: &t.test_name,
+                    num_ctx: t.num_ctx,
+                    filled_tokens: t.filled_tokens,
+                    probe: &t.probe,
+                    verdict: t.verdict,
+                    source: "sweep",
+                };
+                (test, &t.depths)
+            })
+        });
+        let cells = r.cells.iter().map(|t| {
+            let test = CsvTest {
+                model: &t.model,
+                test_name: &t.test_name,
+                num_ctx: t.num_ctx,
+                filled_tokens: t.filled_tokens,
+                probe: &t.probe,
+                verdict: t.cell_verdict,
+                source: "cell",
+            };
+            (test, &t.depths)
+        });
+        for (test, depths) in sweeps.chain(cells) {
+            for d in depths {
+                w.write_record(test.record(d)).expect("in memory");
             }
         }
         let bytes = w.into_inner().expect("in memory");
