@@ -67,10 +67,10 @@ fi
 # more, back to back, six trials each, first into a run of their own that becomes the baseline,
 # then against it; regression.md of the second run must compare both. Back to back, because
 # against the suite's own run, 20 minutes and many other tests earlier, a shared 2-core machine
-# had drifted by up to 30 % in TTFT in four CI rehearsals. Even back to back, this machine's
-# means moved by up to 14 % (TTFT) and 8 % (decode) between the two passes of one rehearsal, so
-# the check's noise threshold is 15 % (the default is 5 %). Warn-only: the table is there to
-# show what moved.
+# had drifted by up to 30 % in TTFT in four CI rehearsals. Even back to back the machine moves:
+# in three rehearsals its means moved by up to 14 % (TTFT) and 22 % (decode, with under 1 % of
+# the CPU used by anything else) between the two passes, which the table shows at the default
+# 5 % threshold as it would for a user. Warn-only: the table is there to show what moved.
 if [[ -d "$O3_RESULTS_DIR/latest/cells" ]]; then
   suite_run=$(cd "$O3_RESULTS_DIR/latest" && pwd -P)
   check="$O3_RESULTS_DIR/baseline-check"
@@ -85,8 +85,7 @@ if [[ -d "$O3_RESULTS_DIR/latest/cells" ]]; then
   }
   echo "[test] baseline check: two reference cells into $check/a, then against it" >&2
   if rerun "$check/a" baseline; then
-    if O3_BASELINE="$check/a/baseline" O3_BASELINE_WARN_ONLY=1 O3_BASELINE_THRESHOLD=15 \
-      rerun "$check/b" current; then
+    if O3_BASELINE="$check/a/baseline" O3_BASELINE_WARN_ONLY=1 rerun "$check/b" current; then
       regression="$check/b/current/comparative_analysis/regression.md"
       if [[ -f "$regression" ]] && grep -q 'smollm2_135m::ctx_2k' "$regression" &&
         grep -q 'gemma3_270m::ctx_8k' "$regression"; then
