@@ -149,7 +149,8 @@ pub fn take_unsaved_results() -> Vec<String> {
     UNSAVED.with(|u| std::mem::take(&mut *u.borrow_mut()))
 }
 
-fn progress(spec: &CellSpec, msg: &str) {
+/// A cell's line on stderr: `[<test>] <msg>`.
+pub(crate) fn progress(spec: &CellSpec, msg: &str) {
     eprintln!("[{}] {msg}", spec.test_name);
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::needle::{self, ProbeKind};
 use super::sweep::{self, Target, ask_probe, probe_line};
-use super::table::{DEFAULT_NUM_PREDICT, QUESTION_ROOM, parse_depths};
+use super::table::{DEFAULT_NUM_PREDICT, MIN_FILL, QUESTION_ROOM, fits, parse_depths};
 use super::{ProbeRecord, cut_answers_note};
 use crate::backend::{LoadOptions, OllamaClient};
 use crate::matrix::{MatrixError, Row};
@@ -26,9 +26,6 @@ pub const DEFAULT_DEPTHS: [f64; 3] = [0.1, 0.5, 0.9];
 
 /// Output tokens of a probe's answer (a number and a few words; the sweeps' default).
 pub const NUM_PREDICT: u32 = DEFAULT_NUM_PREDICT;
-
-/// Least fill a probe can hide its facts in (tokens), as for the sweeps.
-pub const MIN_FILL: u32 = 256;
 
 /// The probe a cell carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,9 +72,7 @@ pub fn from_row(
             ),
         ));
     }
-    if u64::from(fill_tokens) + u64::from(NUM_PREDICT) + u64::from(QUESTION_ROOM)
-        > u64::from(num_ctx)
-    {
+    if !fits(fill_tokens, NUM_PREDICT, num_ctx) {
         return Err(row.error(
             "probe",
             format!(
@@ -136,7 +131,7 @@ pub(crate) async fn ask_all(
             depth,
             sweep::probe_seed(&env.run_id, &spec.test_name, i as u32),
         );
-        let key = format!("{}/{}/probe-{i}", env.run_id, spec.test_name);
+        let key = sweep::probe_key(&env.run_id, &spec.test_name, i as u32);
         let mut asked = ask_probe(
             client,
             &t,
@@ -156,16 +151,11 @@ pub(crate) async fn ask_all(
                     "prompt cut: the server evaluated {n} of {planned:.0} planned prompt tokens at num_ctx {}",
                     spec.num_ctx
                 ));
-            } else if n > 0 && (0.5..2.0).contains(&(planned / f64::from(n))) {
-                // Keep the next probes at the cell's fill.
-                ratios = ratios.scaled(planned / f64::from(n));
+            } else {
+                ratios = sweep::at_plan(ratios, planned, n);
             }
         }
-        eprintln!(
-            "[{}] {}",
-            spec.test_name,
-            probe_line(&asked.record, i + 1, total)
-        );
+        crate::runner::progress(spec, &probe_line(&asked.record, i + 1, total));
         records.push(asked.record);
         if asked.unreachable {
             notes.push(format!(

@@ -266,11 +266,12 @@ fn tokens(x: Option<f64>) -> String {
 
 /// The depths shown as columns: every depth any test of the model asked at, in order.
 pub fn depth_columns(m: &ModelQuality) -> Vec<f64> {
-    let mut d: Vec<f64> = m
-        .tests
-        .iter()
-        .flat_map(|t| t.depths.iter().map(|s| s.depth))
-        .collect();
+    depths_of(m.tests.iter().map(|t| t.depths.as_slice()))
+}
+
+/// Every depth of `scores`, ascending, once.
+fn depths_of<'a>(scores: impl Iterator<Item = &'a [DepthScore]>) -> Vec<f64> {
+    let mut d: Vec<f64> = scores.flatten().map(|s| s.depth).collect();
     d.sort_by(f64::total_cmp);
     d.dedup();
     d
@@ -361,13 +362,7 @@ pub fn markdown(r: &QualityReport) -> String {
 
 /// The depths of the cells' probes, every one any cell asked at, in order.
 pub fn cell_depth_columns(rows: &[CellProbeRow]) -> Vec<f64> {
-    let mut d: Vec<f64> = rows
-        .iter()
-        .flat_map(|t| t.depths.iter().map(|s| s.depth))
-        .collect();
-    d.sort_by(f64::total_cmp);
-    d.dedup();
-    d
+    depths_of(rows.iter().map(|t| t.depths.as_slice()))
 }
 
 /// The probes of the `context_scaling` cells, in `quality.md`.

@@ -130,9 +130,27 @@ pub(crate) fn request(
     }
 }
 
+/// The key of probe `index` of a test in a run: its document's first line (unique, so no
+/// prompt cache serves it) and its seed.
+pub fn probe_key(run_id: &str, test: &str, index: u32) -> String {
+    format!("{run_id}/{test}/probe-{index}")
+}
+
 /// The seed of probe `index` of a test in a run: distinct facts per trial, reproducible.
 pub fn probe_seed(run_id: &str, test: &str, index: u32) -> u64 {
-    crate::optimize::sim::fnv1a(&format!("{run_id}/{test}/probe-{index}"))
+    crate::optimize::sim::fnv1a(&probe_key(run_id, test, index))
+}
+
+/// The ratios that would have given a probe's `planned` tokens the server's `counted` ones, so
+/// the next probes keep their planned fill; `ratios` as they are when the two are more than a
+/// factor of 2 apart (no count to learn from).
+pub(crate) fn at_plan(ratios: Ratios, planned: f64, counted: u32) -> Ratios {
+    let factor = planned / f64::from(counted);
+    if counted > 0 && (0.5..2.0).contains(&factor) {
+        ratios.scaled(factor)
+    } else {
+        ratios
+    }
 }
 
 /// The probes of a test in the order asked: each depth in turn, `trials` rounds.
@@ -361,7 +379,7 @@ async fn probes(
     let total = probes.len();
     let t = spec.target();
     for (i, probe) in probes.into_iter().enumerate() {
-        let key = format!("{}/{}/probe-{i}", env.run_id, spec.test_name);
+        let key = probe_key(&env.run_id, &spec.test_name, i as u32);
         let asked = ask_probe(
             client,
             &t,
@@ -375,17 +393,15 @@ async fn probes(
         .await;
         let planned = asked.planned;
         if let Some(n) = asked.record.trial.prompt_tokens_evaluated {
-            let n = f64::from(n);
-            if n < planned * (1.0 - FILL_TOLERANCE) {
+            if f64::from(n) < planned * (1.0 - FILL_TOLERANCE) {
                 let p = format!(
                     "prompt truncated: the server evaluated {n} of {planned:.0} planned prompt tokens, so facts were cut out of the context"
                 );
                 if !ran.facts.problems.contains(&p) {
                     ran.facts.problems.push(p);
                 }
-            } else if (0.5..2.0).contains(&(planned / n)) {
-                // Keep the next probes at the planned fill.
-                ratios = ratios.scaled(planned / n);
+            } else {
+                ratios = at_plan(ratios, planned, n);
             }
         }
         progress(spec, &probe_line(&asked.record, i + 1, total));

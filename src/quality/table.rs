@@ -59,6 +59,14 @@ pub const DEFAULT_NUM_PREDICT: u32 = 24;
 pub const DEFAULT_ACCURACY_MIN: f64 = 0.85;
 /// Tokens kept free beside the fill for the preamble, the question and the chat template.
 pub const QUESTION_ROOM: u32 = 96;
+/// The least fill (tokens) a probe can hide its facts in.
+pub const MIN_FILL: u32 = 256;
+
+/// Whether a probe's message of `fill_tokens` (with [`QUESTION_ROOM`] for the question) and its
+/// answer of `num_predict` tokens fit `num_ctx`.
+pub fn fits(fill_tokens: u32, num_predict: u32, num_ctx: u32) -> bool {
+    u64::from(fill_tokens) + u64::from(num_predict) + u64::from(QUESTION_ROOM) <= u64::from(num_ctx)
+}
 
 /// The gates of a quality test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,9 +183,7 @@ fn spec(row: &Row<'_>, default_ram_pct: f64) -> Result<QualitySpec, MatrixError>
     let num_thread = row.number("num_thread", &COUNT)?;
     let num_predict = row.number_or("num_predict", &COUNT, DEFAULT_NUM_PREDICT)?;
     let fill_tokens = (f64::from(num_ctx) * fill).floor() as u32;
-    if u64::from(fill_tokens) + u64::from(num_predict) + u64::from(QUESTION_ROOM)
-        > u64::from(num_ctx)
-    {
+    if !fits(fill_tokens, num_predict, num_ctx) {
         return Err(row.error(
             "fill",
             format!(
@@ -187,10 +193,12 @@ fn spec(row: &Row<'_>, default_ram_pct: f64) -> Result<QualitySpec, MatrixError>
             ),
         ));
     }
-    if fill_tokens < 256 {
+    if fill_tokens < MIN_FILL {
         return Err(row.error(
             "fill",
-            format!("a fill of {fill_tokens} tokens is too small to hide facts in: at least 256"),
+            format!(
+                "a fill of {fill_tokens} tokens is too small to hide facts in: at least {MIN_FILL}"
+            ),
         ));
     }
     let gates = QualityGates {
