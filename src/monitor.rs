@@ -27,6 +27,7 @@
 
 mod cpu;
 mod host;
+pub mod host_speed;
 mod locate;
 mod procfs;
 #[cfg(test)]

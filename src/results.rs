@@ -484,6 +484,11 @@ pub struct CellResult {
     /// or the stability score. Empty when the cell has no probe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<crate::quality::ProbeRecord>,
+    /// The host's own speed around the measured trials ([`crate::monitor::host_speed`]): what
+    /// tells a slower machine from a slower server against a baseline. Absent when the server
+    /// is not a process on this machine, and in results written before it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_speed: Option<crate::monitor::host_speed::HostSpeed>,
 }
 
 impl CellResult {

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::date::rfc3339;
 use crate::gates::{self, CellFacts, Judgement};
 use crate::measure::{self, TrialPlan};
+use crate::monitor::host_speed::{self, HostSpeed, threads_for};
 use crate::monitor::{self, Monitor, MonitorConfig};
 use crate::preflight::{ModelFacts, preflight};
 use crate::results::{
@@ -198,6 +199,8 @@ pub struct Ran {
     pub prediction: Option<crate::predict::CellPrediction>,
     /// The retrieval probes asked after the measured trials ([`crate::quality::cell`]).
     pub probes: Vec<crate::quality::ProbeRecord>,
+    /// The host's speed around the measured trials ([`crate::monitor::host_speed`]).
+    pub host_speed: Option<HostSpeed>,
 }
 
 /// The load of the cell's model.
@@ -235,6 +238,7 @@ pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
                 wall_s,
                 prediction,
                 probes: Vec::new(),
+                host_speed: None,
             };
         }
         CellRun::Ran(r) => *r,
@@ -280,6 +284,7 @@ pub fn assemble(spec: &CellSpec, run: CellRun, wall_s: f64) -> CellResult {
         wall_s,
         prediction: ran.prediction,
         probes: ran.probes,
+        host_speed: ran.host_speed,
     }
 }
 
@@ -305,6 +310,7 @@ pub fn rejudge(r: &CellResult) -> CellResult {
         notes: r.judgement.notes.clone(),
         prediction: None,
         probes: r.probes.clone(),
+        host_speed: r.host_speed.clone(),
     };
     CellResult {
         fidelity: r.fidelity.clone(),
@@ -480,6 +486,11 @@ async fn measure_cell(
         ratios = refined;
         ran.meta.chars_per_token = Some(cpt);
     }
+    // The host's own speed beside the trials (src/monitor/host_speed.rs), when the server is a
+    // process of this machine: a remote server's machine is not this one.
+    let mut host = monitor
+        .server_pid()
+        .map(|_| HostSpeed::new(threads_for(spec.num_thread, &ran.meta.host)));
     ran.stop_reason = measuring_loop(
         client,
         req,
@@ -491,8 +502,14 @@ async fn measure_cell(
             busy_limit,
         },
         &mut ran.trials,
+        host.as_mut(),
     )
     .await;
+    // One more reading after the last trial, so that every trial has a reading on each side.
+    if let Some(h) = host.as_mut() {
+        read_host(h).await;
+    }
+    ran.host_speed = host;
     after_trials(client, spec, monitor, ran).await;
     // The retrieval probe (src/quality/cell.rs): after the speed trials and the checks on
     // them, so it disturbs neither; not after a loop the server or the RAM guard ended.
@@ -832,7 +849,21 @@ struct TrialChecks {
     busy_limit: Option<f64>,
 }
 
-/// Measured trials, one after the other, until the stopping rule is met.
+/// One reading of the host's speed, off the async threads.
+async fn read_host(host: &mut HostSpeed) -> Option<f64> {
+    let threads = host.threads;
+    let (g, wall_s) = tokio::task::spawn_blocking(move || {
+        host_speed::read_once(threads, monitor::SERVER_IDLE_WINDOW)
+    })
+    .await
+    .ok()?;
+    host.push(g, wall_s);
+    g
+}
+
+/// Measured trials, one after the other, until the stopping rule is met; with `host`, a
+/// reading of the host's speed right before each.
+#[allow(clippy::too_many_arguments)]
 async fn measuring_loop(
     client: &OllamaClient,
     req: &Requests<'_>,
@@ -841,6 +872,7 @@ async fn measuring_loop(
     monitor: &Monitor,
     checks: TrialChecks,
     trials: &mut Vec<TrialRecord>,
+    mut host: Option<&mut HostSpeed>,
 ) -> StopReason {
     let spec = req.spec;
     let cfg = &env.config;
@@ -853,7 +885,12 @@ async fn measuring_loop(
         }
         let key = format!("{}/{}/trial-{measured}", env.run_id, spec.test_name);
         let p = workload::prompt(&key, spec.fill_tokens, ratios);
-        let idle = server_idle(monitor).await; // issue 7: the server quiet before the trial
+        // Issue 7: the server quiet before the trial; meanwhile, the host's speed (the kernel
+        // runs in this process, whose CPU the idle check leaves out).
+        let (idle, host_now) = match host.as_deref_mut() {
+            Some(h) => tokio::join!(server_idle(monitor), read_host(h)),
+            None => (server_idle(monitor).await, None),
+        };
         let mark = monitor.guard_mark(); // issue 7: who uses the CPU during the trial
         let (plan, outcome) = trial(
             client,
@@ -879,7 +916,7 @@ async fn measuring_loop(
             spec.num_thread,
         );
         rec.rss_after_bytes = monitor.current_memory().map(|m| m.rss_bytes);
-        let line = trial_line(&rec, measured, cfg.max_trials);
+        let line = trial_line(&rec, measured, cfg.max_trials, host_now);
         progress(spec, &line);
         crate::progress::step(measured, Some(cfg.max_trials), &line);
         let fatal = matches!(
@@ -939,9 +976,10 @@ fn stopping_rule(spec: &CellSpec, trials: &[TrialRecord], cfg: &Config) -> Optio
     None
 }
 
-fn trial_line(rec: &TrialRecord, n: u32, max: u32) -> String {
+/// The progress line of a measured trial; `host`, the host's speed read before it.
+fn trial_line(rec: &TrialRecord, n: u32, max: u32, host: Option<f64>) -> String {
     format!(
-        "trial {n}/{max}: ttft {} s, decode {} tok/s (server {}), prefill {} tok/s, prompt {}/{} tokens{}",
+        "trial {n}/{max}: ttft {} s, decode {} tok/s (server {}), prefill {} tok/s, prompt {}/{} tokens{}{}",
         fmt_opt(rec.ttft_s, 2),
         fmt_opt(rec.decode_tps, 1),
         fmt_opt(rec.decode_tps_server, 1),
@@ -949,6 +987,7 @@ fn trial_line(rec: &TrialRecord, n: u32, max: u32) -> String {
         rec.prompt_tokens_evaluated
             .map_or("–".into(), |v| v.to_string()),
         rec.prompt_tokens_intended,
+        host.map_or(String::new(), |g| format!(", host {g:.1} GFLOP/s")),
         if rec.valid {
             String::new()
         } else {

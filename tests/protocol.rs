@@ -308,6 +308,21 @@ fn normal_stream_passes_and_sends_the_cell_options(#[case] connection_close: boo
         r.judgement.reasons()
     );
 
+    // The scripted server is a process of this machine (this one): the host's speed was read
+    // before each measured trial and after the last, on the cell's threads.
+    let host = r.host_speed.as_ref().expect("host speed read");
+    assert_eq!(
+        host.readings_gflops.len(),
+        ran.measured().len() + 1,
+        "{host:?}"
+    );
+    assert!(
+        host.readings_gflops
+            .iter()
+            .all(|g| g.is_finite() && *g > 0.0)
+    );
+    assert_eq!(host.threads, NUM_THREAD);
+
     // Every measured trial is valid, with the server's own figures.
     for t in ran.measured() {
         assert!(t.valid, "{t:#?}");

@@ -2,7 +2,9 @@
 //! baseline run; the current run is the same cells with known changes — TTFT +25 % at
 //! `gemma3_tools_27b::ctx_32k` (a regression), decode +15 % at `gemma3_tools_27b::ctx_64k` (an
 //! improvement), a new server version for `qwen3_coder_30b` (a re-optimization trigger without
-//! any regression). Each current cell is judged against the baseline as the runner does
+//! any regression), and at `qwen3_coder_30b::ctx_32k` TTFT +30 % on a host whose own speed fell
+//! 20 % (the readings beside the trials, which every cell of both runs has): a change that moved
+//! with the host, not a regression. Each current cell is judged against the baseline as the runner does
 //! (`baseline::judge_against_baseline`), then the reports are built; `regression.md`,
 //! `regression.json` and `bench.txt` must match `golden/regression/` byte for byte
 //! (`O3_GOLDEN=overwrite` rewrites them).
@@ -14,6 +16,7 @@ use o3_suite::baseline::{self, BaselineSettings};
 use o3_suite::config::Config;
 use o3_suite::golden::{self, Update};
 use o3_suite::harness::cell_outcome;
+use o3_suite::monitor::host_speed::HostSpeed;
 use o3_suite::report;
 use o3_suite::results::{CellResult, TrialKind, Verdict};
 use o3_suite::rundir::{RunDir, load_json, save_json};
@@ -35,9 +38,27 @@ fn fixture_cells() -> Vec<CellResult> {
     cells
 }
 
+/// The host's speed read beside the cell's trials, at `scale` times a steady 50 GFLOP/s.
+fn with_host(mut c: CellResult, scale: f64) -> CellResult {
+    let readings = [50.0, 50.6, 49.4, 50.3, 49.8, 50.9, 49.1, 50.2];
+    let n = c.valid_measured().count() + 1;
+    if n == 1 {
+        return c; // a cell that measured nothing read nothing
+    }
+    c.host_speed = Some(HostSpeed {
+        threads: c.cell.num_thread.max(1),
+        readings_gflops: readings.iter().cycle().take(n).map(|g| g * scale).collect(),
+        wall_s: 0.08 * n as f64,
+        optimized: true,
+    });
+    c
+}
+
 /// The fixture cells with the known changes.
-fn changed(mut c: CellResult) -> CellResult {
+fn changed(c: CellResult) -> CellResult {
     let name = c.cell.test_name.clone();
+    let slower_host = name == "qwen3_coder_30b::ctx_32k";
+    let mut c = with_host(c, if slower_host { 0.8 } else { 1.0 });
     for t in c
         .trials
         .iter_mut()
@@ -46,6 +67,7 @@ fn changed(mut c: CellResult) -> CellResult {
         match name.as_str() {
             "gemma3_tools_27b::ctx_32k" => t.ttft_s = t.ttft_s.map(|x| x * 1.25),
             "gemma3_tools_27b::ctx_64k" => t.decode_tps = t.decode_tps.map(|x| x * 1.15),
+            "qwen3_coder_30b::ctx_32k" => t.ttft_s = t.ttft_s.map(|x| x * 1.3),
             _ => {}
         }
     }
@@ -65,7 +87,7 @@ fn runs(tag: &str, warn_only: bool) -> (RunDir, RunDir, Vec<CellResult>) {
     let base = RunDir::at(root.join("baseline"));
     let cur = RunDir::at(root.join("current"));
     for c in fixture_cells() {
-        save_json(&base.cell_path(&c.cell.test_name), &c).unwrap();
+        save_json(&base.cell_path(&c.cell.test_name), &with_host(c, 1.0)).unwrap();
     }
     fs::create_dir_all(cur.cells_dir()).unwrap();
     let settings = BaselineSettings {
@@ -137,6 +159,54 @@ fn a_regression_fails_the_cell_with_figure_baseline_and_change() {
     assert_eq!(
         find(&cells, "qwen3_coder_30b::ctx_32k").verdict(),
         Verdict::Marginal
+    );
+}
+
+#[test]
+fn a_change_the_host_accounts_for_is_no_regression() {
+    let (base, cur, cells) = runs("with_host", false);
+    let r = find(&cells, "qwen3_coder_30b::ctx_32k");
+    assert!(r.judgement.regressions.is_empty(), "{:?}", r.judgement);
+    assert_ne!(r.verdict(), Verdict::Regressed);
+    let then = find(
+        &o3_suite::rundir::RunDir::at(base.root())
+            .read_cells_lenient()
+            .unwrap()
+            .items,
+        "qwen3_coder_30b::ctx_32k",
+    )
+    .clone();
+    let changes = baseline::compare_cells(&then, r, 0.05);
+    let host = changes.host.as_ref().unwrap();
+    assert!(
+        host.significant && (host.change + 0.2).abs() < 1e-9,
+        "{host:?}"
+    );
+    let ttft = changes
+        .figures
+        .iter()
+        .find(|c| c.figure == baseline::Figure::Ttft)
+        .unwrap();
+    assert_eq!(ttft.outcome, baseline::Outcome::WithHost, "{ttft:?}");
+    assert!((ttft.change - 0.3).abs() < 1e-9, "{ttft:?}");
+    // The same TTFT on a steady host is a regression.
+    let mut steady = r.clone();
+    steady.host_speed = then.host_speed.clone();
+    let changes = baseline::compare_cells(&then, &steady, 0.05);
+    let ttft = changes
+        .figures
+        .iter()
+        .find(|c| c.figure == baseline::Figure::Ttft)
+        .unwrap();
+    assert_eq!(ttft.outcome, baseline::Outcome::Regressed, "{ttft:?}");
+    // A debug build's readings are not compared with a release build's.
+    steady.host_speed.as_mut().unwrap().optimized = false;
+    assert!(baseline::compare_cells(&then, &steady, 0.05).host.is_none());
+    report::build(&cur).unwrap();
+    let md = fs::read_to_string(cur.report_path("regression.md")).unwrap();
+    assert!(
+        md.contains("Moved with the host: `qwen3_coder_30b::ctx_32k` TTFT."),
+        "{md}"
     );
 }
 

@@ -139,6 +139,7 @@ impl SimServer {
             wall_s: self.wall_s,
             prediction: None,
             probes: Vec::new(),
+            host_speed: None,
         }
     }
 }

@@ -7,7 +7,9 @@
 //! the cell's test name (`::` → `/`, first letter upper-case as the format requires), the
 //! iteration count 1 (one request), TTFT in `ns/op` (benchstat's `sec/op`), client decode rate
 //! in `tok/s` and RAM Δ (RSS after the trial − before the load) in `B`; stability, one score per
-//! cell, on its own line `…/stability 1 0.93 score`. `Unit` lines say which direction is
+//! cell, on its own line `…/stability 1 0.93 score`; the host's own speed read beside the trials
+//! ([`crate::monitor::host_speed`]), one line per reading, `…/host 1 45.2 GFLOP/s`, so benchstat
+//! shows whether the machine itself changed. `Unit` lines say which direction is
 //! better. Host, server and run go into `#` lines, which benchstat ignores: as configuration
 //! lines (`key: value`) they would split two runs from different hosts into separate tables
 //! and compare nothing. SKIPPED and INVALID cells are left out (their numbers are not results).
@@ -78,6 +80,9 @@ pub fn bench_text(cells: &[CellResult]) -> String {
     out!(o, "Unit tok/s better=higher");
     out!(o, "Unit B better=lower");
     out!(o, "Unit score better=higher");
+    if cells.iter().any(|c| c.host_speed.is_some()) {
+        out!(o, "Unit GFLOP/s better=higher");
+    }
     for c in cells {
         let name = bench_name(&c.cell.test_name);
         let before = c.hardware.baseline.rss_bytes;
@@ -106,6 +111,9 @@ pub fn bench_text(cells: &[CellResult]) -> String {
                 Figure::Stability.key(),
                 c.stability.score
             );
+        }
+        for g in Figure::HostSpeed.per_trial(c) {
+            out!(o, "{name}/{} 1 {g:.4} GFLOP/s", Figure::HostSpeed.key());
         }
     }
     o

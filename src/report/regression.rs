@@ -3,7 +3,8 @@
 //! every cell, a geometric-mean summary per figure, the smallest changes the sample sizes could
 //! detect, and the **re-optimization triggers**: the models whose optimizer results are stale
 //! because a figure regressed, or the host, the server version or the model's digest changed,
-//! with the command that re-runs the optimizer for just those models.
+//! with the command that re-runs the optimizer for just those models; and the host's own speed
+//! beside the trials, which tells the changes of the machine from those of the server.
 //!
 //! A pure function of the two runs' cell results and the record: the same files give the same
 //! bytes (no paths, no clocks).
@@ -67,10 +68,14 @@ pub struct CellComparison {
     pub verdict: Verdict,
     /// The figures compared.
     pub changes: Vec<FigureChange>,
+    /// The host's own speed against the baseline's, when both runs read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<FigureChange>,
 }
 
 impl CellComparison {
-    /// The cell's worst outcome (regressed, improved, can't tell, no change).
+    /// The cell's worst outcome (regressed, improved, moved with the host, can't tell, no
+    /// change) over the server's figures.
     pub fn outcome(&self) -> Option<Outcome> {
         self.changes.iter().map(|c| c.outcome).min()
     }
@@ -85,7 +90,8 @@ pub struct NotCompared {
     pub why: String,
 }
 
-/// A figure over every cell compared.
+/// A figure over every cell compared (for [`Figure::HostSpeed`], regressed means the host was
+/// slower and improved faster).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FigureSummary {
     /// The figure.
@@ -98,6 +104,8 @@ pub struct FigureSummary {
     pub regressed: usize,
     /// Cells improved.
     pub improved: usize,
+    /// Cells whose change the host's own speed accounts for.
+    pub with_host: usize,
     /// Cells where the samples could not tell.
     pub inconclusive: usize,
     /// Cells without change.
@@ -249,12 +257,14 @@ pub fn compare_runs(
             )));
             continue;
         }
+        let changes = compare_cells(b, c, rec.threshold());
         report.cells.push(CellComparison {
             test_name: c.cell.test_name.clone(),
             baseline_test_name: b.cell.test_name.clone(),
             key: CellKey::of(&c.cell),
             verdict: c.verdict(),
-            changes: compare_cells(b, c, rec.threshold()),
+            changes: changes.figures,
+            host: changes.host,
         });
     }
     let mut only: Vec<String> = base
@@ -272,6 +282,11 @@ pub fn compare_runs(
         .iter()
         .map(|&f| summarize_figure(f, &report.cells))
         .collect();
+    if report.cells.iter().any(|c| c.host.is_some()) {
+        report
+            .figures
+            .push(summarize_figure(Figure::HostSpeed, &report.cells));
+    }
     report.triggers = triggers(&current, base, &report.cells);
     report.reoptimize_command = reoptimize_command(&report.triggers);
     report
@@ -280,7 +295,7 @@ pub fn compare_runs(
 fn summarize_figure(figure: Figure, cells: &[CellComparison]) -> FigureSummary {
     let changes: Vec<&FigureChange> = cells
         .iter()
-        .flat_map(|c| c.changes.iter())
+        .flat_map(|c| c.changes.iter().chain(&c.host))
         .filter(|c| c.figure == figure)
         .collect();
     let count = |o: Outcome| changes.iter().filter(|c| c.outcome == o).count();
@@ -291,6 +306,7 @@ fn summarize_figure(figure: Figure, cells: &[CellComparison]) -> FigureSummary {
         geomean_change: geomean_change(changes.iter().copied()),
         regressed: count(Outcome::Regressed),
         improved: count(Outcome::Improved),
+        with_host: count(Outcome::WithHost),
         inconclusive: count(Outcome::Inconclusive),
         no_change: count(Outcome::NoChange),
         mde_median: percentile(&mdes, 0.5),
@@ -484,11 +500,15 @@ pub fn markdown(r: &RegressionReport) -> String {
     let outcome = |o: Outcome| r.cells.iter().filter(|c| c.outcome() == Some(o)).count();
     out!(
         o,
-        "{} cell(s) compared: {} REGRESSED, {} improved, {} can't tell, {} no change; {} not \
+        "{} cell(s) compared: {} REGRESSED, {} improved,{} {} can't tell, {} no change; {} not \
          compared; {} only in the baseline.",
         r.cells.len(),
         outcome(Outcome::Regressed),
         outcome(Outcome::Improved),
+        match outcome(Outcome::WithHost) {
+            0 => String::new(),
+            n => format!(" {n} moved with the host,"),
+        },
         outcome(Outcome::Inconclusive),
         outcome(Outcome::NoChange),
         r.not_compared.len(),
@@ -500,10 +520,10 @@ pub fn markdown(r: &RegressionReport) -> String {
     out!(o);
     out!(
         o,
-        "| Figure | Cells | Geomean change | Regressed | Improved | Can't tell | No change | MDE median (range) |"
+        "| Figure | Cells | Geomean change | Regressed | Improved | With the host | Can't tell | No change | MDE median (range) |"
     );
-    out!(o, "|---|---:|---:|---:|---:|---:|---:|---|");
-    for f in &r.figures {
+    out!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for f in r.figures.iter().filter(|f| f.figure != Figure::HostSpeed) {
         let mde = match (f.mde_median, f.mde_min, f.mde_max) {
             (Some(m), Some(lo), Some(hi)) => {
                 format!("{} ({}–{})", pct(Some(m)), pct(Some(lo)), pct(Some(hi)))
@@ -512,16 +532,38 @@ pub fn markdown(r: &RegressionReport) -> String {
         };
         out!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             f.figure.label(),
             f.cells,
             f.geomean_change.map_or("–".into(), signed),
             f.regressed,
             f.improved,
+            f.with_host,
             f.inconclusive,
             f.no_change,
             mde
         );
+    }
+    out!(o);
+    match r.figures.iter().find(|f| f.figure == Figure::HostSpeed) {
+        Some(h) => out!(
+            o,
+            "Host speed (the compute kernel read beside every trial, both runs): geometric-mean \
+             change {} over {} cell(s); slower in {}, faster in {}, can't tell in {}, no change \
+             in {}.",
+            h.geomean_change.map_or("–".into(), signed),
+            h.cells,
+            h.regressed,
+            h.improved,
+            h.inconclusive,
+            h.no_change
+        ),
+        None => out!(
+            o,
+            "Host speed: not compared (it is read only when the server is a process of the \
+             harness's machine, and compared only between builds of the same kind), so no \
+             change here can be told from a change of the machine."
+        ),
     }
     out!(o);
 
@@ -550,6 +592,27 @@ pub fn markdown(r: &RegressionReport) -> String {
         }
     }
 
+    let with_host: Vec<String> = r
+        .cells
+        .iter()
+        .flat_map(|c| {
+            c.changes
+                .iter()
+                .filter(|ch| ch.outcome == Outcome::WithHost)
+                .map(move |ch| format!("`{}` {}", c.test_name, ch.figure.label()))
+        })
+        .collect();
+    if !with_host.is_empty() {
+        out!(
+            o,
+            "Moved with the host: {}. The machine itself was slower or faster than during the \
+             baseline (its own speed, read beside the trials, changed the same way), so these \
+             say nothing of the server: run both again on a quiet machine to tell.",
+            with_host.join(", ")
+        );
+        out!(o);
+    }
+
     out!(o, "## Comparison");
     out!(o);
     if r.cells.is_empty() {
@@ -565,10 +628,11 @@ pub fn markdown(r: &RegressionReport) -> String {
         );
         out!(o, "|---|---|---:|---:|---|---|---:|---|");
         for c in &r.cells {
-            for ch in &c.changes {
-                let mark = match ch.outcome {
-                    Outcome::Regressed => "**REGRESSED**",
-                    other => other.label(),
+            for ch in c.host.iter().chain(&c.changes) {
+                let mark = match (ch.figure, ch.outcome) {
+                    (Figure::HostSpeed, _) => ch.outcome_label(),
+                    (_, Outcome::Regressed) => "**REGRESSED**",
+                    (_, other) => other.label(),
                 };
                 out!(
                     o,
@@ -622,6 +686,16 @@ pub fn markdown(r: &RegressionReport) -> String {
         "- Outcome: within the threshold → no change; beyond it, significant → REGRESSED or \
          improved, not significant → can't tell (the MDE says how large a change these \
          samples could have seen)."
+    );
+    out!(
+        o,
+        "- Host speed: a multiply-add kernel on the engine's thread count, read right before \
+         each measured trial and after the last, compared like a figure. A TTFT or decode \
+         change that would be REGRESSED or improved *moved with the host* when the host's speed \
+         changed significantly the same way, by at least 1/{} of the figure's change (in \
+         logs): the machine changed, not necessarily the server. Figures are never divided by \
+         it: the engine does not slow in proportion to the kernel.",
+        crate::baseline::HOST_SPAN
     );
     out!(
         o,

@@ -129,6 +129,7 @@ fn cell(model: &str, name: &str, k: u32, verdict: Verdict) -> CellResult {
         wall_s: 1.0,
         prediction: None,
         probes: Vec::new(),
+        host_speed: None,
     }
 }
 
