@@ -517,6 +517,39 @@ fn measured_prompts_start_differently() {
     }
 }
 
+/// Two runs of a cell send the same prompts (runner `prompt_key`: the cell and the request, not
+/// the run), so a comparison with a baseline compares the same work; each run's cell starts by
+/// unloading every model, so no cache carries them over.
+#[test]
+fn two_runs_of_a_cell_send_the_same_prompts() {
+    let first = run("gemma3_tools_27b::ctx_8k", Script::new(MODEL));
+    let second = run("gemma3_tools_27b::ctx_8k", Script::new(MODEL));
+    first.expect_pass();
+    second.expect_pass();
+    assert_ne!(
+        first.result().metadata.run_id,
+        second.result().metadata.run_id
+    );
+    let prompts = |r: &Ran| -> Vec<String> {
+        r.server
+            .prompt_generates()
+            .iter()
+            .map(|q| q.prompt().to_string())
+            .collect()
+    };
+    let (a, b) = (prompts(&first), prompts(&second));
+    assert_eq!(a.len(), 6, "2 calibrations, warm-up, 3 trials");
+    assert_eq!(a, b);
+    // Another cell of the same model and size sends others.
+    let other = run("gemma3_tools_27b::ctx_8k_again", Script::new(MODEL));
+    other.expect_pass();
+    let c = prompts(&other);
+    assert!(
+        a.iter().zip(&c).all(|(x, y)| x != y),
+        "a prompt repeats across cells"
+    );
+}
+
 /// A server older than v0.12.6 does not know `truncate`, and `CellOptions::truncate_false`
 /// can turn it off: then the harness must not send it.
 #[rstest]
