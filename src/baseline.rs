@@ -635,9 +635,9 @@ pub fn compare_cells(base: &CellResult, cur: &CellResult, threshold: f64) -> Cel
 }
 
 /// How many times the host's own change, in logs, a figure's change may be and still be put
-/// down to the host: the largest ratio the README's measurement on the reference machine saw
-/// was 2.13 (smollm2's decode beside a busy loop, 3.41-fold slower while the kernel was
-/// 1.78-fold slower), with a margin.
+/// down to the host: the largest ratios the README's measurements on the reference machine saw
+/// were 2.13 and 1.99 (smollm2's decode beside a busy loop, 3.41- and 3.71-fold slower while the
+/// kernel was 1.78- and 1.93-fold slower), with a margin.
 pub const HOST_SPAN: f64 = 2.5;
 
 /// Makes a regression or improvement of TTFT or decode [`Outcome::WithHost`] when the host's

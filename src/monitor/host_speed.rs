@@ -4,14 +4,14 @@
 //! ([`crate::baseline`]).
 //!
 //! Why a compute kernel, and why only to tell, not to correct: on the 2-core reference machine
-//! (README, "The host's own speed") the kernel's speed, averaged around each request, moved
-//! with the engine's figures (correlation 0.57–0.75 while the machine drifted by itself over 12
-//! minutes, 0.88–0.93 with a busy loop beside it for part of them), but not in proportion: as
-//! the kernel drifted 30 % faster, prefill rose 0.7–1.1 times as much in logs and decode
-//! 0.57–0.76 times; beside the busy loop the kernel was 1.78-fold slower, prefill 1.83- to
-//! 2.21-fold and decode 2.54- to 3.41-fold. A figure divided by the kernel's speed would be
-//! wrong both ways; a change of a figure that comes with a significant change of the kernel's
-//! speed the same way is a change of the host.
+//! (README, "The host's own speed", measured with `harness/host-drift.py`) the kernel's speed,
+//! averaged around each request, moved with the engine's figures (correlation 0.94–0.97 over
+//! rounds with and without a competing busy loop; 0.57–0.75 in a run where the machine drifted
+//! by itself), but not in proportion: beside the busy loop the kernel was 1.78- to 1.93-fold
+//! slower and decode 2.47- to 3.71-fold, while in the drift decode moved 0.57–0.76 times as much
+//! as the kernel in logs. A figure divided by the kernel's speed would be wrong both ways; a
+//! change of a figure that comes with a significant change of the kernel's speed the same way is
+//! a change of the host.
 //!
 //! Each reading is `threads` threads running the kernel of [`crate::predict::host`] at once, in
 //! samples of about [`SAMPLE_S`], through the runner's idle window before the trial (the
