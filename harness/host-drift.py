@@ -62,6 +62,39 @@ def corr(x, y):
     return sum((a - mx) * (b - my) for a, b in zip(x, y)) / len(x) / st.pstdev(x) / st.pstdev(y)
 
 
+def table(rows, models, minutes):
+    """The Markdown table of the rounds `rows`."""
+    alone = [r for r in rows if r["phase"] == "alone"]
+    slow = sorted(alone, key=lambda r: r["kernel"])[: len(alone) // 3]
+    fast = sorted(alone, key=lambda r: r["kernel"])[-(len(alone) // 3):]
+    figures = [(m, i, f"{m} {'prefill' if i == 0 else 'decode'}") for m in models for i in (0, 1)]
+    print(f"{len(rows)} rounds over {minutes:g} minutes ({len(alone)} alone)\n")
+    print("| | kernel | " + " | ".join(f[2] for f in figures) + " |")
+    print("|---|---:|" + "---:|" * len(figures))
+    k = lambda rs: [r["kernel"] for r in rs]
+    v = lambda rs, m, i: [r[m][i] for r in rs]
+    print("| correlation with the kernel, alone | | "
+          + " | ".join(f"{corr(k(alone), v(alone, m, i)):.2f}" for m, i, _ in figures) + " |")
+    print("| correlation, all rounds | | "
+          + " | ".join(f"{corr(k(rows), v(rows, m, i)):.2f}" for m, i, _ in figures) + " |")
+    def contrast(label, base, other, change):
+        """Two rows: each figure's ratio of `base` rounds over `other` rounds, shown by `change`
+        (the kernel's first), and that ratio as a multiple of the kernel's, in logs."""
+        kl = math.log(st.mean(k(base)) / st.mean(k(other)))
+        ratios = [st.mean(v(base, m, i)) / st.mean(v(other, m, i)) for m, i, _ in figures]
+        print(f"| {label} | {change(math.exp(kl))} | "
+              + " | ".join(change(r) for r in ratios) + " |")
+        print("| … as a multiple of the kernel's change, in logs | 1 | "
+              + " | ".join(f"{math.log(r) / kl:.2f}" for r in ratios) + " |")
+
+    if slow and fast:
+        contrast("fastest third of the alone rounds against the slowest", fast, slow,
+                 lambda r: f"{r - 1:+.0%}")
+    hog = [r for r in rows if r["phase"] == "busy"]
+    if hog and alone:
+        contrast("busy loop beside it: how many times slower", alone, hog, lambda r: f"{r:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=12.0)
@@ -103,37 +136,7 @@ def main():
         if busy is not None:
             busy.kill()
             busy.wait()
-    alone = [r for r in rows if r["phase"] == "alone"]
-    slow = sorted(alone, key=lambda r: r["kernel"])[: len(alone) // 3]
-    fast = sorted(alone, key=lambda r: r["kernel"])[-(len(alone) // 3):]
-    figures = [(m, i, f"{m} {'prefill' if i == 0 else 'decode'}") for m in models for i in (0, 1)]
-    print(f"{len(rows)} rounds over {a.minutes:g} minutes ({len(alone)} alone)\n")
-    print("| | kernel | " + " | ".join(f[2] for f in figures) + " |")
-    print("|---|---:|" + "---:|" * len(figures))
-    k = lambda rs: [r["kernel"] for r in rs]
-    v = lambda rs, m, i: [r[m][i] for r in rs]
-    print("| correlation with the kernel, alone | | "
-          + " | ".join(f"{corr(k(alone), v(alone, m, i)):.2f}" for m, i, _ in figures) + " |")
-    print("| correlation, all rounds | | "
-          + " | ".join(f"{corr(k(rows), v(rows, m, i)):.2f}" for m, i, _ in figures) + " |")
-    if slow and fast:
-        kl = math.log(st.mean(k(fast)) / st.mean(k(slow)))
-        print(f"| fastest third of the alone rounds against the slowest | {math.exp(kl) - 1:+.0%} | "
-              + " | ".join(f"{st.mean(v(fast, m, i)) / st.mean(v(slow, m, i)) - 1:+.0%}"
-                           for m, i, _ in figures) + " |")
-        print("| … as a multiple of the kernel's change, in logs | 1 | "
-              + " | ".join(f"{math.log(st.mean(v(fast, m, i)) / st.mean(v(slow, m, i))) / kl:.2f}"
-                           for m, i, _ in figures) + " |")
-    hog = [r for r in rows if r["phase"] == "busy"]
-    if hog and alone:
-        kb = math.log(st.mean(k(alone)) / st.mean(k(hog)))
-        print(f"| busy loop beside it: how many times slower | {math.exp(kb):.2f} | "
-              + " | ".join(f"{st.mean(v(alone, m, i)) / st.mean(v(hog, m, i)):.2f}"
-                           for m, i, _ in figures) + " |")
-        print("| … as a multiple of the kernel's change, in logs | 1 | "
-              + " | ".join(f"{math.log(st.mean(v(alone, m, i)) / st.mean(v(hog, m, i))) / kb:.2f}"
-                           for m, i, _ in figures) + " |")
-
+    table(rows, models, a.minutes)
 
 if __name__ == "__main__":
     main()

@@ -801,23 +801,20 @@ mod tests {
         let host = compare_samples(Figure::HostSpeed, &host_then, &host_now, t).unwrap();
         assert!(host.significant && host.worse(), "{host:?}");
         assert_eq!(host.outcome_label(), "host slower");
-        let decode = |then: f64, now: f64, rng: &mut SplitMix64| {
-            let b = sample(rng, 6, then, then * 0.02);
-            let c = sample(rng, 6, now, now * 0.02);
-            compare_samples(Figure::DecodeTps, &b, &c, t).unwrap()
+        // Six trials a side of `figure`, spread `spread` of their means.
+        let change = |figure, then: f64, now: f64, spread: f64, rng: &mut SplitMix64| {
+            let b = sample(rng, 6, then, then * spread);
+            let c = sample(rng, 6, now, now * spread);
+            compare_samples(figure, &b, &c, t).unwrap()
         };
+        let decode =
+            |then, now, rng: &mut SplitMix64| change(Figure::DecodeTps, then, now, 0.02, rng);
         // Decode 22 % slower, TTFT 30 % longer: both with the host.
         let mut d = decode(80.0, 62.4, &mut rng);
         assert_eq!(d.outcome, Outcome::Regressed);
         attribute_to_host(&mut d, &host);
         assert_eq!(d.outcome, Outcome::WithHost, "{d:?}");
-        let mut ttft = compare_samples(
-            Figure::Ttft,
-            &sample(&mut rng, 6, 4.0, 0.08),
-            &sample(&mut rng, 6, 5.2, 0.1),
-            t,
-        )
-        .unwrap();
+        let mut ttft = change(Figure::Ttft, 4.0, 5.2, 0.02, &mut rng);
         attribute_to_host(&mut ttft, &host);
         assert_eq!(ttft.outcome, Outcome::WithHost, "{ttft:?}");
         // Decode 60 % slower is more than a 20 % slower host accounts for (2.5× in logs).
@@ -829,13 +826,7 @@ mod tests {
         attribute_to_host(&mut d, &host);
         assert_eq!(d.outcome, Outcome::Improved);
         // RAM does not follow the CPU.
-        let mut ram = compare_samples(
-            Figure::RamDelta,
-            &sample(&mut rng, 6, 1e9, 1e6),
-            &sample(&mut rng, 6, 1.3e9, 1e6),
-            t,
-        )
-        .unwrap();
+        let mut ram = change(Figure::RamDelta, 1e9, 1.3e9, 0.001, &mut rng);
         attribute_to_host(&mut ram, &host);
         assert_eq!(ram.outcome, Outcome::Regressed);
         // A host that did not change significantly accounts for nothing.

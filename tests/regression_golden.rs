@@ -176,28 +176,26 @@ fn a_change_the_host_accounts_for_is_no_regression() {
         "qwen3_coder_30b::ctx_32k",
     )
     .clone();
+    let ttft_of = |c: &baseline::CellChanges| {
+        c.figures
+            .iter()
+            .find(|f| f.figure == baseline::Figure::Ttft)
+            .cloned()
+            .unwrap()
+    };
     let changes = baseline::compare_cells(&then, r, 0.05);
     let host = changes.host.as_ref().unwrap();
     assert!(
         host.significant && (host.change + 0.2).abs() < 1e-9,
         "{host:?}"
     );
-    let ttft = changes
-        .figures
-        .iter()
-        .find(|c| c.figure == baseline::Figure::Ttft)
-        .unwrap();
+    let ttft = ttft_of(&changes);
     assert_eq!(ttft.outcome, baseline::Outcome::WithHost, "{ttft:?}");
     assert!((ttft.change - 0.3).abs() < 1e-9, "{ttft:?}");
     // The same TTFT on a steady host is a regression.
     let mut steady = r.clone();
     steady.host_speed = then.host_speed.clone();
-    let changes = baseline::compare_cells(&then, &steady, 0.05);
-    let ttft = changes
-        .figures
-        .iter()
-        .find(|c| c.figure == baseline::Figure::Ttft)
-        .unwrap();
+    let ttft = ttft_of(&baseline::compare_cells(&then, &steady, 0.05));
     assert_eq!(ttft.outcome, baseline::Outcome::Regressed, "{ttft:?}");
     // A debug build's readings are not compared with a release build's.
     steady.host_speed.as_mut().unwrap().optimized = false;
