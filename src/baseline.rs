@@ -25,8 +25,10 @@
 //!
 //! **Outcome** ([`Outcome`]): a change whose magnitude is within the noise threshold
 //! (`O3_BASELINE_THRESHOLD`, default 5 %) is *no change*, significant or not; beyond it, a
-//! significant change (p < [`ALPHA`]) is *regressed* or *improved* by the figure's direction,
-//! and a change that is not significant is *inconclusive* (the samples cannot tell).
+//! significant change (p < [`ALPHA`]) whose whole 95 % interval lies beyond the threshold too is
+//! *regressed* or *improved* by the figure's direction (criterion.rs's rule: a change that may
+//! be smaller than the noise is no verdict), and any other is *inconclusive* (the samples cannot
+//! tell whether it is beyond the noise).
 //!
 //! **The host** ([`Figure::HostSpeed`]): each cell reads the host's own speed with a short
 //! compute kernel before every measured trial and after the last
@@ -377,7 +379,8 @@ pub enum Outcome {
     /// same way, significantly and enough to account for it ([`attribute_to_host`]): a change
     /// of the machine, which says nothing of the server.
     WithHost,
-    /// Beyond the threshold but not significant: the samples cannot tell.
+    /// Beyond the threshold but not significant, or significant with an interval that reaches
+    /// within the threshold: the samples cannot tell whether it is beyond the noise.
     Inconclusive,
     /// Within the noise threshold.
     NoChange,
@@ -437,6 +440,18 @@ impl FigureChange {
             (Figure::HostSpeed, Outcome::Regressed) => "host slower",
             (Figure::HostSpeed, Outcome::Improved) => "host faster",
             (_, o) => o.label(),
+        }
+    }
+
+    /// Whether the change's whole 95 % interval lies beyond the threshold on the change's side
+    /// (criterion.rs's rule for "regressed" and "improved"); a change without an interval
+    /// (stability, whose significance is already the conservative disjoint-intervals rule) is
+    /// judged by its point estimate.
+    pub fn interval_beyond_threshold(&self) -> bool {
+        match (self.ci_low, self.ci_high) {
+            (Some(lo), _) if self.change > 0.0 => lo > self.threshold,
+            (_, Some(hi)) if self.change < 0.0 => hi < -self.threshold,
+            _ => self.change.abs() > self.threshold,
         }
     }
 
@@ -578,11 +593,11 @@ fn compare_stability(base: &CellResult, cur: &CellResult, threshold: f64) -> Opt
     }))
 }
 
-/// Sets the outcome from the change, its significance and the threshold.
+/// Sets the outcome from the change, its significance, its interval and the threshold.
 fn finish(mut f: FigureChange) -> FigureChange {
     f.outcome = if f.change.abs() <= f.threshold {
         Outcome::NoChange
-    } else if !f.significant {
+    } else if !f.significant || !f.interval_beyond_threshold() {
         Outcome::Inconclusive
     } else if f.worse() {
         Outcome::Regressed
@@ -778,6 +793,15 @@ mod tests {
         let c = compare_samples(Figure::Ttft, &base, &cur, 0.05).unwrap();
         assert_eq!(c.outcome, Outcome::Inconclusive, "{c:?}");
         assert!(c.mde.unwrap() > 0.2, "{c:?}");
+        // +6.5 %, significant, but its interval reaches down to +3.5 %: it may be noise, no
+        // verdict.
+        let base = [4.00, 4.12, 3.90, 4.05, 3.95, 4.10];
+        let cur = [4.20, 4.40, 4.15, 4.35, 4.25, 4.33];
+        let c = compare_samples(Figure::Ttft, &base, &cur, 0.05).unwrap();
+        assert!(c.significant && c.change > 0.05, "{c:?}");
+        assert!(c.ci_low.unwrap() < 0.05, "{c:?}");
+        assert_eq!(c.outcome, Outcome::Inconclusive, "{c:?}");
+        assert!(!c.interval_beyond_threshold());
     }
 
     #[test]

@@ -683,9 +683,9 @@ pub fn markdown(r: &RegressionReport) -> String {
     );
     out!(
         o,
-        "- Outcome: within the threshold → no change; beyond it, significant → REGRESSED or \
-         improved, not significant → can't tell (the MDE says how large a change these \
-         samples could have seen)."
+        "- Outcome: within the threshold → no change; beyond it, significant with the whole \
+         95% interval beyond the threshold too → REGRESSED or improved, otherwise → can't tell \
+         (the MDE says how large a change these samples could have seen)."
     );
     out!(
         o,
