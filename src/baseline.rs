@@ -50,6 +50,10 @@
 //! (`comparative_analysis/regression.md`) are a function of the run directory and the baseline
 //! it names.
 
+mod noise;
+
+pub use noise::{FigureFloor, NoiseFloor, NoiseFloorError};
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -81,7 +85,8 @@ pub const MW_MIN_N: usize = 4;
 /// The file of a run directory that names its baseline.
 pub const RECORD_FILE: &str = "baseline.json";
 
-/// What `O3_BASELINE`, `O3_BASELINE_THRESHOLD` and `O3_BASELINE_WARN_ONLY` say.
+/// What `O3_BASELINE`, `O3_BASELINE_THRESHOLD`, `O3_BASELINE_WARN_ONLY` and `O3_NOISE_FLOOR`
+/// say.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaselineSettings {
     /// The baseline run directory (resolved and canonical); `None` when `O3_BASELINE` is unset.
@@ -90,6 +95,9 @@ pub struct BaselineSettings {
     pub threshold_pct: f64,
     /// `O3_BASELINE_WARN_ONLY=1`: a regression is reported, the cell's test does not fail.
     pub warn_only: bool,
+    /// `O3_NOISE_FLOOR`: an A/A run to learn the machine's noise floor from ([`NoiseFloor`]),
+    /// resolved like `O3_BASELINE`.
+    pub noise_floor_run: Option<PathBuf>,
 }
 
 impl Default for BaselineSettings {
@@ -98,6 +106,7 @@ impl Default for BaselineSettings {
             run_dir: None,
             threshold_pct: DEFAULT_THRESHOLD_PCT,
             warn_only: false,
+            noise_floor_run: None,
         }
     }
 }
@@ -117,7 +126,19 @@ impl BaselineSettings {
             s.warn_only = parse_bool("O3_BASELINE_WARN_ONLY", &v)?;
         }
         if let Some(v) = get("O3_BASELINE").filter(|v| !v.trim().is_empty()) {
-            s.run_dir = Some(resolve(&v, results_dir)?);
+            s.run_dir = Some(resolve("O3_BASELINE", &v, results_dir)?);
+        }
+        if let Some(v) = get("O3_NOISE_FLOOR").filter(|v| !v.trim().is_empty()) {
+            if s.run_dir.is_none() {
+                return Err(ConfigError {
+                    var: "O3_NOISE_FLOOR".into(),
+                    value: v,
+                    allowed: "an A/A run, together with O3_BASELINE (the floor widens the \
+                              comparison with a baseline; alone it has nothing to do)"
+                        .into(),
+                });
+            }
+            s.noise_floor_run = Some(resolve("O3_NOISE_FLOOR", &v, results_dir)?);
         }
         Ok(s)
     }
@@ -131,14 +152,14 @@ const THRESHOLD: crate::config::NumberIn<f64> = crate::config::NumberIn::new(
 
 /// The run directory `value` names: a path to a directory with `cells/`, else a run under
 /// `results_dir`; canonical (so `latest` is the run it points at now, not this run).
-fn resolve(value: &str, results_dir: &Path) -> Result<PathBuf, ConfigError> {
+fn resolve(var: &str, value: &str, results_dir: &Path) -> Result<PathBuf, ConfigError> {
     let candidates = [PathBuf::from(value), results_dir.join(value)];
     candidates
         .iter()
         .find(|p| p.join(crate::rundir::CELLS_DIR).is_dir())
         .and_then(|p| p.canonicalize().ok())
         .ok_or_else(|| ConfigError {
-            var: "O3_BASELINE".into(),
+            var: var.into(),
             value: value.into(),
             allowed: format!(
                 "a run directory holding cells/, or the name of a run under {}",
@@ -162,6 +183,9 @@ pub struct BaselineRecord {
     pub alpha: f64,
     /// Power of the minimum detectable change.
     pub power: f64,
+    /// The machine's noise floor, when `O3_NOISE_FLOOR` named an A/A run ([`NoiseFloor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_floor: Option<NoiseFloor>,
 }
 
 impl BaselineRecord {
@@ -178,12 +202,47 @@ impl BaselineRecord {
             warn_only: settings.warn_only,
             alpha: ALPHA,
             power: POWER,
+            noise_floor: None,
         })
     }
 
     /// The noise threshold as a fraction.
     pub fn threshold(&self) -> f64 {
         self.threshold_pct / 100.0
+    }
+
+    /// The threshold of every figure: the noise threshold, raised to the noise floor.
+    pub fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            threshold: self.threshold(),
+            floor: self.noise_floor.clone(),
+        }
+    }
+}
+
+/// The threshold each figure is compared with: `O3_BASELINE_THRESHOLD`, or the machine's noise
+/// floor for that figure when one was learned and is larger ([`NoiseFloor`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// The noise threshold, a fraction.
+    pub threshold: f64,
+    /// The noise floor, when the run named one.
+    pub floor: Option<NoiseFloor>,
+}
+
+impl Thresholds {
+    /// The same threshold for every figure.
+    pub fn flat(threshold: f64) -> Thresholds {
+        Thresholds {
+            threshold,
+            floor: None,
+        }
+    }
+
+    /// The threshold of `figure`.
+    pub fn of(&self, figure: Figure) -> f64 {
+        let floor = self.floor.as_ref().and_then(|f| f.of(figure));
+        floor.map_or(self.threshold, |f| f.max(self.threshold))
     }
 }
 
@@ -203,6 +262,11 @@ pub fn record(run: &RunDir, settings: &BaselineSettings) -> std::io::Result<()> 
             "O3_BASELINE names this run's own directory {}: choose an earlier run",
             rec.run_dir.display()
         )));
+    }
+    let mut rec = rec;
+    if let Some(aa) = &settings.noise_floor_run {
+        let floor = NoiseFloor::learn(&RunDir::at(aa)).map_err(std::io::Error::other)?;
+        rec.noise_floor = Some(floor);
     }
     save_json(&run.root().join(RECORD_FILE), &rec).map_err(std::io::Error::other)
 }
@@ -618,12 +682,12 @@ pub struct CellChanges {
 
 /// Every figure of `cur` against `base` (figures that cannot be compared are left out), and
 /// the host's speed; the changes the host accounts for are [`Outcome::WithHost`].
-pub fn compare_cells(base: &CellResult, cur: &CellResult, threshold: f64) -> CellChanges {
+pub fn compare_cells(base: &CellResult, cur: &CellResult, thresholds: &Thresholds) -> CellChanges {
     let mut figures: Vec<FigureChange> = Figure::ALL
         .iter()
         .filter_map(|&f| match f {
-            Figure::Stability => compare_stability(base, cur, threshold),
-            _ => compare_samples(f, &f.per_trial(base), &f.per_trial(cur), threshold),
+            Figure::Stability => compare_stability(base, cur, thresholds.of(f)),
+            _ => compare_samples(f, &f.per_trial(base), &f.per_trial(cur), thresholds.of(f)),
         })
         .collect();
     // A debug build's kernel is slower than a release build's on the same machine.
@@ -637,7 +701,7 @@ pub fn compare_cells(base: &CellResult, cur: &CellResult, threshold: f64) -> Cel
                 Figure::HostSpeed,
                 &Figure::HostSpeed.per_trial(base),
                 &Figure::HostSpeed.per_trial(cur),
-                threshold,
+                thresholds.of(Figure::HostSpeed),
             )
         })
         .flatten();
@@ -711,7 +775,7 @@ pub fn judge_against_baseline(run: &RunDir, result: &mut CellResult) -> Option<S
             base.verdict().label()
         ));
     }
-    let changes = compare_cells(base, result, rec.threshold());
+    let changes = compare_cells(base, result, &rec.thresholds());
     result
         .judgement
         .apply_regressions(&changes.figures, &rec.run_id, rec.warn_only);
@@ -929,6 +993,23 @@ mod tests {
         let e = BaselineSettings::from_lookup(&get(&[("O3_BASELINE_THRESHOLD", "100")]), &results)
             .unwrap_err();
         assert_eq!(e.var, "O3_BASELINE_THRESHOLD");
+        // The noise floor's A/A run resolves like the baseline, and only beside one.
+        let s2 = BaselineSettings::from_lookup(
+            &get(&[("O3_BASELINE", "r1"), ("O3_NOISE_FLOOR", "r1")]),
+            &results,
+        )
+        .unwrap();
+        assert_eq!(s2.noise_floor_run, s2.run_dir);
+        let e =
+            BaselineSettings::from_lookup(&get(&[("O3_NOISE_FLOOR", "r1")]), &results).unwrap_err();
+        assert_eq!(e.var, "O3_NOISE_FLOOR");
+        assert!(e.allowed.contains("together with O3_BASELINE"), "{e}");
+        let e = BaselineSettings::from_lookup(
+            &get(&[("O3_BASELINE", "r1"), ("O3_NOISE_FLOOR", "r9")]),
+            &results,
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "O3_NOISE_FLOOR");
         // A run cannot be its own baseline; another run records it.
         let own = RunDir::at(results.join("r1"));
         assert!(record(&own, &s).is_err());

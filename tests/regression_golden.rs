@@ -94,6 +94,7 @@ fn runs(tag: &str, warn_only: bool) -> (RunDir, RunDir, Vec<CellResult>) {
         run_dir: Some(base.root().canonicalize().unwrap()),
         threshold_pct: 5.0,
         warn_only,
+        noise_floor_run: None,
     };
     baseline::record(&cur, &settings).unwrap();
     let mut judged = Vec::new();
@@ -176,30 +177,31 @@ fn a_change_the_host_accounts_for_is_no_regression() {
         "qwen3_coder_30b::ctx_32k",
     )
     .clone();
-    let ttft_of = |c: &baseline::CellChanges| {
-        c.figures
-            .iter()
-            .find(|f| f.figure == baseline::Figure::Ttft)
-            .cloned()
-            .unwrap()
-    };
-    let changes = baseline::compare_cells(&then, r, 0.05);
+    let changes = baseline::compare_cells(&then, r, &baseline::Thresholds::flat(0.05));
     let host = changes.host.as_ref().unwrap();
     assert!(
         host.significant && (host.change + 0.2).abs() < 1e-9,
         "{host:?}"
     );
-    let ttft = ttft_of(&changes);
+    let ttft = ttft_of_changes(&changes);
     assert_eq!(ttft.outcome, baseline::Outcome::WithHost, "{ttft:?}");
     assert!((ttft.change - 0.3).abs() < 1e-9, "{ttft:?}");
     // The same TTFT on a steady host is a regression.
     let mut steady = r.clone();
     steady.host_speed = then.host_speed.clone();
-    let ttft = ttft_of(&baseline::compare_cells(&then, &steady, 0.05));
+    let ttft = ttft_of_changes(&baseline::compare_cells(
+        &then,
+        &steady,
+        &baseline::Thresholds::flat(0.05),
+    ));
     assert_eq!(ttft.outcome, baseline::Outcome::Regressed, "{ttft:?}");
     // A debug build's readings are not compared with a release build's.
     steady.host_speed.as_mut().unwrap().optimized = false;
-    assert!(baseline::compare_cells(&then, &steady, 0.05).host.is_none());
+    assert!(
+        baseline::compare_cells(&then, &steady, &baseline::Thresholds::flat(0.05))
+            .host
+            .is_none()
+    );
     report::build(&cur).unwrap();
     let md = fs::read_to_string(cur.report_path("regression.md")).unwrap();
     assert!(
@@ -235,4 +237,127 @@ fn a_run_without_baseline_writes_no_regression_report() {
     let paths = report::build(&base).unwrap();
     assert!(paths.contains(&base.report_path("bench.txt")));
     assert!(!base.report_path("regression.md").exists());
+}
+
+/// The fixture cells with the measured trials' TTFT of `name` times `factor`, as run `run_id`.
+fn ttft_times(cells: &[CellResult], name: &str, factor: f64, run_id: &str) -> Vec<CellResult> {
+    cells
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if c.cell.test_name == name {
+                for t in c
+                    .trials
+                    .iter_mut()
+                    .filter(|t| t.kind == TrialKind::Measured)
+                {
+                    t.ttft_s = t.ttft_s.map(|x| x * factor);
+                }
+            }
+            c.metadata.run_id = run_id.into();
+            rejudge(&c)
+        })
+        .collect()
+}
+
+#[test]
+fn a_noise_floor_learned_from_an_aa_run_keeps_the_machine_s_own_change_from_a_verdict() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("regression_golden")
+        .join("noise_floor");
+    let _ = fs::remove_dir_all(&root);
+    let run = |id: &str, cells: &[CellResult], settings: Option<BaselineSettings>| {
+        let r = RunDir::at(root.join(id));
+        fs::create_dir_all(r.cells_dir()).unwrap();
+        if let Some(s) = settings {
+            baseline::record(&r, &s).unwrap();
+        }
+        for c in cells {
+            save_json(&r.cell_path(&c.cell.test_name), c).unwrap();
+        }
+        r
+    };
+    let against = |r: &RunDir, floor: Option<&RunDir>| BaselineSettings {
+        run_dir: Some(r.root().canonicalize().unwrap()),
+        threshold_pct: 5.0,
+        warn_only: false,
+        noise_floor_run: floor.map(|f| f.root().canonicalize().unwrap()),
+    };
+    let w_cells: Vec<CellResult> = fixture_cells()
+        .into_iter()
+        .map(|c| with_host(c, 1.0))
+        .collect();
+    let w = run("w", &w_cells, None);
+    // The A/A run: nothing changed, but the machine put +10 % on one cell's TTFT and −8 % on
+    // another's.
+    let a_cells = ttft_times(&w_cells, "gemma3_tools_27b::ctx_32k", 1.10, "a");
+    let a_cells = ttft_times(&a_cells, "qwen3_coder_30b::ctx_32k", 0.92, "a");
+    let a = run("a", &a_cells, Some(against(&w, None)));
+    // A run that names no baseline is no A/A run.
+    let e = baseline::NoiseFloor::learn(&w).unwrap_err();
+    assert!(e.to_string().contains("names no baseline"), "{e}");
+    // Four cells compared, TTFT's log changes ln 1.10, ln 0.92, 0, 0: RMS 6.33 %, and
+    // t(0.975, 4) = 2.776 times it is a floor of e^0.1758 − 1 = 19.2 %.
+    let floor = baseline::NoiseFloor::learn(&a).unwrap();
+    assert_eq!(
+        (floor.run_id.as_str(), floor.baseline_run_id.as_str()),
+        ("a", "w")
+    );
+    let ttft = floor
+        .figures
+        .iter()
+        .find(|f| f.figure == baseline::Figure::Ttft)
+        .unwrap();
+    assert_eq!(ttft.n, 4, "{ttft:?}");
+    assert!((ttft.largest - 0.10).abs() < 1e-9, "{ttft:?}");
+    assert!((ttft.floor - 0.192).abs() < 0.001, "{ttft:?}");
+    // Decode did not move: its floor is below the threshold, which stays.
+    assert!(floor.of(baseline::Figure::DecodeTps).unwrap() < 1e-9);
+    // Then TTFT +15 % on a cell: REGRESSED against the 5 % threshold, no change against the
+    // floor this machine showed.
+    let c_cells = ttft_times(&a_cells, "gemma3_tools_27b::ctx_64k", 1.15, "c");
+    let c = run("c", &c_cells, Some(against(&a, Some(&a))));
+    let rec = baseline::read_record(&c).unwrap().unwrap();
+    assert_eq!(rec.noise_floor.as_ref(), Some(&floor));
+    let then = find(&a_cells, "gemma3_tools_27b::ctx_64k");
+    let now = find(&c_cells, "gemma3_tools_27b::ctx_64k");
+    let flat = ttft_of_changes(&baseline::compare_cells(
+        then,
+        now,
+        &baseline::Thresholds::flat(0.05),
+    ));
+    assert_eq!(flat.outcome, baseline::Outcome::Regressed, "{flat:?}");
+    let with_floor = ttft_of_changes(&baseline::compare_cells(then, now, &rec.thresholds()));
+    assert_eq!(
+        with_floor.outcome,
+        baseline::Outcome::NoChange,
+        "{with_floor:?}"
+    );
+    assert!((with_floor.threshold - ttft.floor).abs() < 1e-12);
+    let mut judged = now.clone();
+    baseline::judge_against_baseline(&c, &mut judged);
+    assert!(
+        judged.judgement.regressions.is_empty(),
+        "{:?}",
+        judged.judgement
+    );
+    report::build(&c).unwrap();
+    let md = fs::read_to_string(c.report_path("regression.md")).unwrap();
+    assert!(md.contains("## The machine's noise floor"), "{md}");
+    assert!(
+        md.contains("| TTFT | 4 | +10.0% | ±19.2% | ±19.2% |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| decode tok/s | 4 | +0.0% | ±0.0% | ±5.0% |"),
+        "{md}"
+    );
+}
+
+fn ttft_of_changes(c: &baseline::CellChanges) -> baseline::FigureChange {
+    c.figures
+        .iter()
+        .find(|f| f.figure == baseline::Figure::Ttft)
+        .cloned()
+        .unwrap()
 }

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use crate::baseline::{
-    BaselineRecord, CellKey, Figure, FigureChange, Outcome, comparable, compare_cells,
+    BaselineRecord, CellKey, Figure, FigureChange, NoiseFloor, Outcome, comparable, compare_cells,
     geomean_change, same_cell, signed,
 };
 use crate::output::{Output, OutputFile};
@@ -37,6 +37,9 @@ pub struct RegressionReport {
     pub alpha: f64,
     /// Power of the minimum detectable change.
     pub power: f64,
+    /// The machine's noise floor the thresholds were raised to, when the run named an A/A run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_floor: Option<NoiseFloor>,
     /// Why the baseline's cells could not be read, when they could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_error: Option<String>,
@@ -221,6 +224,7 @@ pub fn compare_runs(
         threshold_pct: rec.threshold_pct,
         alpha: rec.alpha,
         power: rec.power,
+        noise_floor: rec.noise_floor.clone(),
         baseline_error: None,
         cells: Vec::new(),
         not_compared: Vec::new(),
@@ -257,7 +261,7 @@ pub fn compare_runs(
             )));
             continue;
         }
-        let changes = compare_cells(b, c, rec.threshold());
+        let changes = compare_cells(b, c, &rec.thresholds());
         report.cells.push(CellComparison {
             test_name: c.cell.test_name.clone(),
             baseline_test_name: b.cell.test_name.clone(),
@@ -439,6 +443,7 @@ pub fn of_run(run: &RunDir, current: &[CellResult]) -> Option<RegressionReport> 
                         warn_only: false,
                         alpha: crate::baseline::ALPHA,
                         power: crate::baseline::POWER,
+                        noise_floor: None,
                     },
                     &[],
                     Ok(&[]),
@@ -483,11 +488,16 @@ pub fn markdown(r: &RegressionReport) -> String {
     out!(o);
     out!(
         o,
-        "Baseline run `{}` (named in `baseline.json`). Noise threshold {}%: a smaller change is \
-         \"no change\". Significance α = {} (two-sided); minimum detectable change (MDE) at \
+        "Baseline run `{}` (named in `baseline.json`). Noise threshold {}%{}: a smaller change \
+         is \"no change\". Significance α = {} (two-sided); minimum detectable change (MDE) at \
          power {}.",
         r.baseline_run_id,
         r.threshold_pct,
+        if r.noise_floor.is_some() {
+            ", raised per figure to the machine's noise floor (below)"
+        } else {
+            ""
+        },
         r.alpha,
         r.power
     );
@@ -515,6 +525,39 @@ pub fn markdown(r: &RegressionReport) -> String {
         r.only_in_baseline.len()
     );
     out!(o);
+
+    if let Some(nf) = &r.noise_floor {
+        out!(o, "## The machine's noise floor");
+        out!(o);
+        out!(
+            o,
+            "Learned from the A/A run `{}` against `{}` (the same cells with nothing changed): \
+             per figure, the 95% bound of one more such run-to-run change, t(0.975, n) × the \
+             RMS of the n log changes. Each figure is compared with the larger of it and the \
+             {}% threshold.",
+            nf.run_id,
+            nf.baseline_run_id,
+            r.threshold_pct
+        );
+        out!(o);
+        out!(
+            o,
+            "| Figure | A/A changes | Largest | Floor | Threshold applied |"
+        );
+        out!(o, "|---|---:|---:|---:|---:|");
+        for f in &nf.figures {
+            out!(
+                o,
+                "| {} | {} | {} | ±{} | ±{} |",
+                f.figure.label(),
+                f.n,
+                signed(f.largest),
+                pct(Some(f.floor)),
+                pct(Some(f.floor.max(r.threshold_pct / 100.0)))
+            );
+        }
+        out!(o);
+    }
 
     out!(o, "## Summary per figure");
     out!(o);
@@ -686,6 +729,13 @@ pub fn markdown(r: &RegressionReport) -> String {
         "- Outcome: within the threshold → no change; beyond it, significant with the whole \
          95% interval beyond the threshold too → REGRESSED or improved, otherwise → can't tell \
          (the MDE says how large a change these samples could have seen)."
+    );
+    out!(
+        o,
+        "- Noise floor (`O3_NOISE_FLOOR=<A/A run>`): two runs of the same cells differ by more \
+         than their trials' spreads say, since a shared machine drifts through slower and \
+         faster spells; an A/A run (run against a baseline with nothing changed) measures that, \
+         and each figure's threshold is raised to the 95% bound of one more A/A change."
     );
     out!(
         o,
