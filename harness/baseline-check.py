@@ -40,6 +40,9 @@ def main(argv):
         parts = [f"{f['figure']} ±{f['floor'] * 100:.1f}% (n={f['n']})" for f in floor["figures"]]
         print(f"[baseline-check] noise floor from {floor['run_id']} against "
               f"{floor['baseline_run_id']}: " + ", ".join(parts))
+        for left in floor.get("with_host", []):
+            print(f"[baseline-check] left out of the floor, the host accounted for it: "
+                  f"{left['test_name']} {left['figure']}")
     failed = False
     counts = {}
     for name in names:

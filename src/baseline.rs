@@ -52,7 +52,7 @@
 
 mod noise;
 
-pub use noise::{FigureFloor, NoiseFloor, NoiseFloorError};
+pub use noise::{FigureFloor, LeftOut, NoiseFloor, NoiseFloorError};
 
 use std::path::{Path, PathBuf};
 

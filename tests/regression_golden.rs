@@ -292,25 +292,53 @@ fn a_noise_floor_learned_from_an_aa_run_keeps_the_machine_s_own_change_from_a_ve
     // another's.
     let a_cells = ttft_times(&w_cells, "gemma3_tools_27b::ctx_32k", 1.10, "a");
     let a_cells = ttft_times(&a_cells, "qwen3_coder_30b::ctx_32k", 0.92, "a");
+    // ... and +30 % on a third's while the host's own speed fell 20 %: the host accounts for
+    // that one, so the floor leaves it out.
+    let slow = "gemma3_tools_27b::ctx_128k";
+    let a_cells: Vec<CellResult> = ttft_times(&a_cells, slow, 1.30, "a")
+        .into_iter()
+        .map(|c| {
+            if c.cell.test_name == slow {
+                with_host(c, 0.8)
+            } else {
+                c
+            }
+        })
+        .collect();
     let a = run("a", &a_cells, Some(against(&w, None)));
     // A run that names no baseline is no A/A run.
     let e = baseline::NoiseFloor::learn(&w).unwrap_err();
     assert!(e.to_string().contains("names no baseline"), "{e}");
-    // Four cells compared, TTFT's log changes ln 1.10, ln 0.92, 0, 0: RMS 6.33 %, and
-    // t(0.975, 4) = 2.776 times it is a floor of e^0.1758 − 1 = 19.2 %.
+    // Four cells compared, the host's one left out of TTFT: log changes ln 1.10, ln 0.92, 0:
+    // RMS 7.31 %, and t(0.975, 3) = 3.182 times it is a floor of e^0.2327 − 1 = 26.2 %.
     let floor = baseline::NoiseFloor::learn(&a).unwrap();
     assert_eq!(
         (floor.run_id.as_str(), floor.baseline_run_id.as_str()),
         ("a", "w")
     );
+    assert_eq!(
+        floor.with_host,
+        [baseline::LeftOut {
+            test_name: slow.into(),
+            figure: baseline::Figure::Ttft
+        }]
+    );
+    // The host's own figure is no change of the server's and stays in: four cells' readings.
+    let host = floor
+        .figures
+        .iter()
+        .find(|f| f.figure == baseline::Figure::HostSpeed)
+        .unwrap();
+    assert_eq!(host.n, 4, "{host:?}");
+    assert!((host.largest + 0.2).abs() < 1e-9, "{host:?}");
     let ttft = floor
         .figures
         .iter()
         .find(|f| f.figure == baseline::Figure::Ttft)
         .unwrap();
-    assert_eq!(ttft.n, 4, "{ttft:?}");
+    assert_eq!(ttft.n, 3, "{ttft:?}");
     assert!((ttft.largest - 0.10).abs() < 1e-9, "{ttft:?}");
-    assert!((ttft.floor - 0.192).abs() < 0.001, "{ttft:?}");
+    assert!((ttft.floor - 0.262).abs() < 0.001, "{ttft:?}");
     // Decode did not move: its floor is below the threshold, which stays.
     assert!(floor.of(baseline::Figure::DecodeTps).unwrap() < 1e-9);
     // Then TTFT +15 % on a cell: REGRESSED against the 5 % threshold, no change against the
@@ -345,7 +373,14 @@ fn a_noise_floor_learned_from_an_aa_run_keeps_the_machine_s_own_change_from_a_ve
     let md = fs::read_to_string(c.report_path("regression.md")).unwrap();
     assert!(md.contains("## The machine's noise floor"), "{md}");
     assert!(
-        md.contains("| TTFT | 4 | +10.0% | ±19.2% | ±19.2% |"),
+        md.contains(
+            "Left out, as the host's own speed accounted for them in the A/A run: \
+             `gemma3_tools_27b::ctx_128k` TTFT."
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| TTFT | 3 | +10.0% | ±26.2% | ±26.2% |"),
         "{md}"
     );
     assert!(

@@ -557,6 +557,18 @@ pub fn markdown(r: &RegressionReport) -> String {
             );
         }
         out!(o);
+        if !nf.with_host.is_empty() {
+            out!(
+                o,
+                "Left out, as the host's own speed accounted for them in the A/A run: {}.",
+                nf.with_host
+                    .iter()
+                    .map(|l| format!("`{}` {}", l.test_name, l.figure.label()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            out!(o);
+        }
     }
 
     out!(o, "## Summary per figure");
