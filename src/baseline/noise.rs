@@ -2,8 +2,8 @@
 //!
 //! Trials of one run are not independent draws: a shared machine drifts through slower and
 //! faster spells that last several trials, so two runs of the same cells differ by more than
-//! their per-trial spreads say (the README's A/A measurement: run means 2.5–6 % apart where the
-//! trials gave standard errors of 1.5–2 %). The per-trial test cannot see that part of the
+//! their per-trial spreads say (the README's A/A measurement, "The machine's noise floor": run
+//! means with a spread of 3–6 % where the trials gave standard errors of 1.5–2.1 %). The per-trial test cannot see that part of the
 //! noise; two runs of the same cells with nothing changed in between can.
 //!
 //! An **A/A run** is a run made against a baseline (`O3_BASELINE`) of the same cells while
@@ -17,16 +17,13 @@
 //! A change of the A/A run that the host's own speed accounts for ([`Outcome::WithHost`]: the
 //! kernel read beside the trials slowed or sped up with it) is left out: the comparison puts
 //! such changes down to the host already, so the floor is for the noise the host's reading
-//! does not explain. (In one CI rehearsal the host slowed 9 % between the two runs, and
-//! gemma3's TTFT +12.6 % and decode −17.6 % moved with it; learned from, they made a TTFT floor
-//! of 43 %.)
+//! does not explain (the README's example: a kernel 9 % slower, and TTFT +12.6 % and decode
+//! −17.6 % with it, would have made floors of 43 % and 81 %).
 //!
 //! A run that names a floor compares each figure with the threshold `max(O3_BASELINE_THRESHOLD,
 //! floor)`: a change the machine makes by itself is "no change", and a verdict needs its whole
 //! interval beyond that. The floor is learned once, when the run starts, and kept in its
 //! `baseline.json`, so the reports stay a function of the run directory.
-
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,9 +49,7 @@ pub struct FigureFloor {
 /// The floor learned from one A/A run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NoiseFloor {
-    /// The A/A run's directory.
-    pub run_dir: PathBuf,
-    /// Its run id.
+    /// The A/A run's id (its directory's name).
     pub run_id: String,
     /// The run it was compared with.
     pub baseline_run_id: String,
@@ -144,7 +139,6 @@ impl NoiseFloor {
             )));
         }
         Ok(NoiseFloor {
-            run_dir: aa.root().to_path_buf(),
             run_id: aa
                 .root()
                 .file_name()

@@ -545,6 +545,10 @@ pub fn markdown(r: &RegressionReport) -> String {
             "| Figure | A/A changes | Largest | Floor | Threshold applied |"
         );
         out!(o, "|---|---:|---:|---:|---:|");
+        let applied = crate::baseline::Thresholds {
+            threshold: r.threshold_pct / 100.0,
+            floor: Some(nf.clone()),
+        };
         for f in &nf.figures {
             out!(
                 o,
@@ -553,7 +557,7 @@ pub fn markdown(r: &RegressionReport) -> String {
                 f.n,
                 signed(f.largest),
                 pct(Some(f.floor)),
-                pct(Some(f.floor.max(r.threshold_pct / 100.0)))
+                pct(Some(applied.of(f.figure)))
             );
         }
         out!(o);
