@@ -324,18 +324,10 @@ fn a_noise_floor_learned_from_an_aa_run_keeps_the_machine_s_own_change_from_a_ve
         }]
     );
     // The host's own figure is no change of the server's and stays in: four cells' readings.
-    let host = floor
-        .figures
-        .iter()
-        .find(|f| f.figure == baseline::Figure::HostSpeed)
-        .unwrap();
+    let host = floor.figure(baseline::Figure::HostSpeed).unwrap();
     assert_eq!(host.n, 4, "{host:?}");
     assert!((host.largest + 0.2).abs() < 1e-9, "{host:?}");
-    let ttft = floor
-        .figures
-        .iter()
-        .find(|f| f.figure == baseline::Figure::Ttft)
-        .unwrap();
+    let ttft = floor.figure(baseline::Figure::Ttft).unwrap();
     assert_eq!(ttft.n, 3, "{ttft:?}");
     assert!((ttft.largest - 0.10).abs() < 1e-9, "{ttft:?}");
     assert!((ttft.floor - 0.262).abs() < 0.001, "{ttft:?}");

@@ -150,12 +150,14 @@ impl NoiseFloor {
         })
     }
 
+    /// What the A/A run gave for `figure`, when it had changes of it.
+    pub fn figure(&self, figure: Figure) -> Option<&FigureFloor> {
+        self.figures.iter().find(|f| f.figure == figure)
+    }
+
     /// The floor of `figure`, relative, when the A/A run had one.
     pub fn of(&self, figure: Figure) -> Option<f64> {
-        self.figures
-            .iter()
-            .find(|f| f.figure == figure)
-            .map(|f| f.floor)
+        self.figure(figure).map(|f| f.floor)
     }
 }
 
